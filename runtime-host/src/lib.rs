@@ -1,0 +1,15 @@
+//! kiosk-host: serves a Spin HTTP application (spin.toml) on wasmtime with a
+//! fresh, isolated instance for every request.
+
+pub mod app;
+pub mod capabilities;
+pub mod cli;
+pub mod dispatch;
+pub mod engine;
+pub mod error;
+pub mod guest_build;
+pub mod limits;
+pub mod runtime_config;
+pub mod server;
+pub mod spin_headers;
+pub mod up;

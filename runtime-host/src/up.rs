@@ -1,0 +1,141 @@
+//! Start-up, top to bottom: manifest → build → engine → compile → listen →
+//! serve → drain.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use kiosk_manifest::Manifest;
+
+use crate::app::{self, AppHandle, LoadOptions, LoadedApp};
+use crate::capabilities::build_linker;
+use crate::cli::{AppArgs, UpArgs};
+use crate::dispatch::Dispatcher;
+use crate::engine::{CompileCache, EngineSettings, build_engine};
+use crate::limits::{InstanceSlots, RequestLimits};
+use crate::{guest_build, runtime_config, server};
+
+/// Reads the manifest named by `-f` (a file, or a directory with spin.toml).
+pub fn read_manifest(args: &AppArgs) -> anyhow::Result<Manifest> {
+    let path = if args.from.is_dir() {
+        args.from.join("spin.toml")
+    } else {
+        args.from.clone()
+    };
+    // The manifest's own error names file:line:column; add nothing in front.
+    kiosk_manifest::load(&path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn state_dir(args: &AppArgs, manifest: &Manifest) -> PathBuf {
+    args.state_dir
+        .clone()
+        .unwrap_or_else(|| manifest.app_root.join(".spin"))
+}
+
+/// Loads and compiles the application (what `check` validates and `up` serves).
+pub fn prepare(
+    args: &AppArgs,
+    manifest: &Manifest,
+    settings: &EngineSettings,
+    env_overrides: Vec<(String, String)>,
+) -> anyhow::Result<LoadedApp> {
+    if let Some(path) = &args.runtime_config_file {
+        runtime_config::load(path)?;
+    }
+    let state_dir = state_dir(args, manifest);
+    let engine = build_engine(settings)?;
+    let linker = build_linker(&engine).map_err(anyhow::Error::from)?;
+    let cache = CompileCache::new(state_dir.join("compiled"));
+    app::load(
+        manifest,
+        &engine,
+        &linker,
+        &cache,
+        &LoadOptions {
+            env_overrides,
+            state_dir,
+        },
+    )
+}
+
+/// `kiosk-host check`.
+pub fn check(args: &AppArgs) -> anyhow::Result<()> {
+    let manifest = read_manifest(args)?;
+    // The same engine settings as `up`, so the compiled cache serves both.
+    let app = prepare(args, &manifest, &EngineSettings::default(), Vec::new())?;
+    println!(
+        "{}: ok ({} components, {} routes)",
+        manifest.path.display(),
+        app.components.len(),
+        manifest.http_triggers.len()
+    );
+    Ok(())
+}
+
+/// `kiosk-host up`. Returns when drained after SIGTERM/SIGINT.
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let manifest = read_manifest(&args.app)?;
+    if args.build {
+        let manifest = manifest.clone();
+        tokio::task::spawn_blocking(move || guest_build::build_components(&manifest))
+            .await
+            .context("build task")??;
+    }
+    let settings = EngineSettings {
+        max_instances: args.max_instances,
+        max_memory_bytes: args.max_instance_memory,
+        pooling: !args.disable_pooling,
+    };
+    let loaded = {
+        let args = args.clone();
+        let manifest = manifest.clone();
+        tokio::task::spawn_blocking(move || prepare(&args.app, &manifest, &settings, args.env))
+            .await
+            .context("load task")??
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    announce(&manifest, &local);
+
+    let limits = RequestLimits {
+        max_memory_bytes: args.max_instance_memory,
+        deadline: args.request_timeout,
+        max_body_bytes: args.max_body_bytes,
+    };
+    let slots = InstanceSlots::new(
+        args.max_instances as usize,
+        args.queue_depth,
+        args.queue_timeout,
+    );
+    let dispatcher = Arc::new(Dispatcher::new(
+        Arc::new(AppHandle::new(loaded)),
+        slots,
+        limits,
+        false,
+    ));
+    let cut = server::serve(
+        listener,
+        dispatcher,
+        server::termination_signal(),
+        args.drain_timeout,
+    )
+    .await;
+    if cut > 0 {
+        anyhow::bail!("shut down with requests still in flight after the drain timeout");
+    }
+    Ok(())
+}
+
+fn announce(manifest: &Manifest, local: &std::net::SocketAddr) {
+    // Spin prints these on stdout; scripts and tests read the address here.
+    println!("Serving http://{local}");
+    println!("Available Routes:");
+    for trigger in &manifest.http_triggers {
+        if let kiosk_manifest::RouteSpec::Path(route) = &trigger.route {
+            println!("  {}: http://{local}{route}", trigger.component);
+        }
+    }
+    tracing::info!(manifest = %manifest.path.display(), address = %local, "serving");
+}

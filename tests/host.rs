@@ -1,0 +1,540 @@
+//! The host core, driven over real sockets against the real binary.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Host, app, client, guest_wasm, raw_exchange, run};
+
+fn basics(extra: &[&str]) -> Host {
+    guest_wasm("hello");
+    Host::start(&app("basics").join("spin.toml"), extra)
+}
+
+async fn json(response: reqwest::Response) -> Value {
+    response.json().await.unwrap()
+}
+
+fn header_values<'a>(echo: &'a Value, name: &str) -> Vec<&'a str> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0] == name)
+        .map(|pair| pair[1].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn serves_a_component_over_one_keep_alive_connection() {
+    let host = basics(&[]);
+    let http = client();
+    for _ in 0..3 {
+        let response = http.get(host.url("/hello")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/plain");
+        assert_eq!(response.text().await.unwrap(), "Hello, kiosk!\n");
+    }
+    assert!(
+        host.wait_for_log("route=/hello"),
+        "no request log line:\n{}",
+        host.stderr()
+    );
+    assert!(host.stderr().contains("component=hello"));
+    assert!(host.stderr().contains("status=200"));
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served() {
+    let host = basics(&[]);
+    let http = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = http.get(host.url("/hello")).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.text().await.unwrap(), "Hello, kiosk!\n");
+}
+
+#[tokio::test]
+async fn every_request_gets_a_fresh_instance() {
+    let host = basics(&[]);
+    let http = client();
+    for _ in 0..5 {
+        let body = http
+            .get(host.url("/counter"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "1", "state leaked from an earlier request");
+    }
+}
+
+#[tokio::test]
+async fn guests_see_only_the_granted_environment() {
+    let host = basics(&["-e", "OVERRIDDEN=cli", "-e", "EXTRA=1"]);
+    let echo = json(client().get(host.url("/echo/x")).send().await.unwrap()).await;
+    let env = echo["env"].as_object().unwrap();
+    assert_eq!(env["FROM_MANIFEST"], "yes");
+    assert_eq!(env["OVERRIDDEN"], "cli", "-e must override the manifest");
+    assert_eq!(env["EXTRA"], "1");
+    assert!(
+        !env.contains_key("PATH") && !env.contains_key("HOME"),
+        "host env leaked: {env:?}"
+    );
+    // -e applies to every component.
+    let hello = client()
+        .get(host.url("/hello"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(hello, "Hello, kiosk!\n");
+    assert_eq!(echo["args"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn spin_headers_are_set_and_client_forgeries_dropped() {
+    let host = basics(&[]);
+    let echo = json(
+        client()
+            .get(host.url("/echo/a/b/?q=1"))
+            .header("spin-client-addr", "6.6.6.6:66")
+            .header("spin-full-url", "http://evil/")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let client_addr = header_values(&echo, "spin-client-addr");
+    assert_eq!(client_addr.len(), 1, "{client_addr:?}");
+    assert!(client_addr[0].starts_with("127.0.0.1:"));
+    assert_eq!(
+        header_values(&echo, "spin-full-url"),
+        [format!("http://{}/echo/a/b/?q=1", host.addr)]
+    );
+    assert_eq!(header_values(&echo, "spin-path-info"), ["/a/b/"]);
+    assert_eq!(header_values(&echo, "spin-matched-route"), ["/echo/..."]);
+    assert_eq!(
+        header_values(&echo, "spin-raw-component-route"),
+        ["/echo/..."]
+    );
+    assert_eq!(header_values(&echo, "spin-component-route"), ["/echo"]);
+    assert_eq!(header_values(&echo, "spin-base-path"), ["/"]);
+    assert!(
+        header_values(&echo, "host").is_empty(),
+        "wasi:http hides Host"
+    );
+
+    let item = json(client().get(host.url("/items/42")).send().await.unwrap()).await;
+    assert_eq!(header_values(&item, "spin-path-match-id"), ["42"]);
+    assert_eq!(header_values(&item, "spin-path-info"), [""]);
+}
+
+#[tokio::test]
+async fn routing_follows_spins_rules() {
+    let host = basics(&[]);
+    let http = client();
+    // A wildcard matches its own base path and whole segments only.
+    assert_eq!(
+        http.get(host.url("/deep/path"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(host.url("/deep/path/x/y"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let miss = http.get(host.url("/deep/pathology")).send().await.unwrap();
+    assert_eq!(miss.status(), 404);
+    assert_eq!(json(miss).await["error"]["code"], "route_not_found");
+    // Trailing slash on an exact route still matches.
+    assert_eq!(
+        http.get(host.url("/hello/")).send().await.unwrap().status(),
+        200
+    );
+    // Case-sensitive, no decoding.
+    assert_eq!(
+        http.get(host.url("/HELLO")).send().await.unwrap().status(),
+        404
+    );
+    // The private component has no route at all.
+    assert_eq!(
+        http.get(host.url("/internal"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn reserved_spin_endpoints_answer_like_spin() {
+    let host = basics(&[]);
+    let http = client();
+    let health = http
+        .get(host.url("/.well-known/spin/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "OK");
+    let info = http
+        .get(host.url("/.well-known/spin/info"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.headers()["content-type"], "application/json");
+    assert_eq!(
+        info.text().await.unwrap(),
+        "{\n  \"name\": \"host-basics\",\n  \"version\": \"0.3.0\"\n}"
+    );
+    let other = http
+        .get(host.url("/.well-known/spin/health/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+}
+
+#[tokio::test]
+async fn looping_guests_are_stopped_and_do_not_starve_neighbours() {
+    let host = basics(&["--request-timeout", "3s"]);
+    let http = client();
+    // More looping guests than the machine has cores.
+    let loops: Vec<_> = (0..4)
+        .map(|_| {
+            let http = http.clone();
+            let url = host.url("/loop");
+            tokio::spawn(async move { http.get(url).send().await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..20 {
+        let response = http.get(host.url("/hello")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert!(
+        loops.iter().all(|l| !l.is_finished()),
+        "the neighbours were served only after the loops ended"
+    );
+    for looping in loops {
+        let response = looping.await.unwrap();
+        assert_eq!(response.status(), 504);
+        let body = json(response).await;
+        assert_eq!(body["error"]["code"], "deadline_exceeded");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("loop-forever")
+        );
+    }
+    assert_eq!(
+        http.get(host.url("/hello")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_guest_waiting_on_the_host_is_stopped_at_its_deadline() {
+    let host = basics(&["--request-timeout", "1s"]);
+    let response = client()
+        .get(host.url("/sleep?ms=60000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    assert_eq!(json(response).await["error"]["code"], "deadline_exceeded");
+}
+
+#[tokio::test]
+async fn a_trapping_guest_gets_500_json_and_the_server_carries_on() {
+    let host = basics(&[]);
+    let http = client();
+    let response = http.get(host.url("/trap")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(json(response).await["error"]["code"], "component_trapped");
+    assert_eq!(
+        http.get(host.url("/hello")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_guest_past_its_memory_limit_gets_500_json() {
+    let host = basics(&["--max-instance-memory", "33554432"]);
+    let http = client();
+    let response = http.get(host.url("/alloc")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    let body = json(response).await;
+    assert_eq!(body["error"]["code"], "memory_limit_exceeded");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("32 MiB")
+    );
+    assert_eq!(
+        http.get(host.url("/hello")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_before_the_guest_runs() {
+    let host = basics(&["--max-body-bytes", "1024"]);
+    let http = client();
+    let response = http
+        .post(host.url("/echo"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(json(response).await["error"]["code"], "body_too_large");
+    let small = json(
+        http.post(host.url("/echo"))
+            .body(vec![b'x'; 512])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(small["body_len"], 512);
+}
+
+#[tokio::test]
+async fn files_are_mounted_read_only_and_nothing_else_is_visible() {
+    let host = basics(&[]);
+    let http = client();
+    let greeting = http
+        .get(host.url("/files?path=/static/greeting.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(greeting.status(), 200);
+    assert_eq!(greeting.headers()["x-write-allowed"], "false");
+    assert_eq!(greeting.text().await.unwrap(), "안녕하세요, kiosk\n");
+    let mapped = http
+        .get(host.url("/files?path=/config/catalog.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mapped.text().await.unwrap(), "{\"branches\":[\"demo\"]}\n");
+    for hidden in ["/static/skip.md", "/etc/passwd", "/data/catalog.json"] {
+        let response = http
+            .get(host.url(&format!("/files?path={hidden}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{hidden} should not be visible");
+    }
+    // A component without `files` sees no filesystem at all.
+    let echo = json(http.get(host.url("/echo")).send().await.unwrap()).await;
+    assert_eq!(echo["method"], "GET");
+}
+
+#[tokio::test]
+async fn when_all_slots_are_busy_requests_queue_then_get_503() {
+    let host = basics(&[
+        "--max-instances",
+        "1",
+        "--queue-depth",
+        "1",
+        "--queue-timeout",
+        "1s",
+    ]);
+    let http = client();
+    let holder = {
+        let (http, url) = (http.clone(), host.url("/sleep?ms=3000"));
+        tokio::spawn(async move { http.get(url).send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = {
+        let (http, url) = (http.clone(), host.url("/hello"));
+        tokio::spawn(async move { http.get(url).send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rejected = http.get(host.url("/hello")).send().await.unwrap();
+    assert_eq!(rejected.status(), 503, "the queue is full");
+    assert_eq!(rejected.headers()["retry-after"], "1");
+    assert_eq!(json(rejected).await["error"]["code"], "overloaded");
+    let queued = queued.await.unwrap();
+    assert_eq!(
+        queued.status(),
+        503,
+        "the queued request waited past its bound"
+    );
+    assert_eq!(holder.await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(host.url("/hello")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
+    let mut host = basics(&[]);
+    let http = client();
+    let in_flight = {
+        let (http, url) = (http.clone(), host.url("/sleep?ms=1500"));
+        tokio::spawn(async move { http.get(url).send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    host.terminate();
+    let response = in_flight.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "slept 1500 ms");
+    let status = tokio::task::block_in_place(|| host.wait_exit());
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        std::net::TcpStream::connect(host.addr).is_err(),
+        "still accepting after drain"
+    );
+}
+
+#[test]
+fn a_request_without_host_gets_a_json_400() {
+    let host = basics(&[]);
+    let reply = raw_exchange(
+        host.addr,
+        b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("\"code\":\"bad_host\""), "{reply}");
+    let reply = raw_exchange(
+        host.addr,
+        b"GET http://a.example/hello HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+}
+
+#[test]
+fn compiled_components_are_cached_across_restarts() {
+    guest_wasm("hello");
+    let manifest = app("basics").join("spin.toml");
+    let state = tempfile::tempdir().unwrap();
+    let state_path = state.path().to_path_buf();
+    let first = Host::start_in(&manifest, &state_path, &[]);
+    assert!(
+        first.stderr().contains("cache=compiled"),
+        "{}",
+        first.stderr()
+    );
+    let artifacts = std::fs::read_dir(state_path.join("compiled"))
+        .unwrap()
+        .count();
+    assert!(
+        artifacts >= 8,
+        "expected one artifact per component, found {artifacts}"
+    );
+    drop(first);
+    // A second process on the same state dir compiles nothing.
+    let second = support::kiosk_host()
+        .args(["check", "-f"])
+        .arg(&manifest)
+        .arg("--state-dir")
+        .arg(&state_path)
+        .env("KIOSK_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{log}");
+    assert!(
+        !log.contains("cache=compiled"),
+        "recompiled after restart:\n{log}"
+    );
+    assert!(log.contains("cache=hit"), "{log}");
+}
+
+#[test]
+fn a_broken_manifest_fails_before_serving_naming_file_and_line() {
+    let broken = app("broken");
+    let unknown = run(&[
+        "up",
+        "-f",
+        broken.join("unknown-field.toml").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!unknown.status.success());
+    assert!(
+        unknown.stderr.contains("unknown-field.toml:12"),
+        "{}",
+        unknown.stderr
+    );
+    assert!(unknown.stderr.contains("enviroment"), "{}", unknown.stderr);
+    assert!(!unknown.stdout.contains("Serving"));
+
+    let missing = run(&[
+        "check",
+        "-f",
+        broken.join("missing-component.toml").to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+    assert!(
+        missing.stderr.contains("missing-component.toml:8"),
+        "{}",
+        missing.stderr
+    );
+    assert!(missing.stderr.contains("helo"), "{}", missing.stderr);
+
+    let syntax = run(&[
+        "check",
+        "-f",
+        broken.join("bad-syntax.toml").to_str().unwrap(),
+    ]);
+    assert!(!syntax.status.success());
+    assert!(
+        syntax.stderr.contains("bad-syntax.toml:3"),
+        "{}",
+        syntax.stderr
+    );
+}
+
+#[test]
+fn build_flag_runs_the_build_command_when_the_wasm_is_missing() {
+    let hello = guest_wasm("hello");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("spin.toml"),
+        format!(
+            r#"spin_manifest_version = 2
+[application]
+name = "built"
+[[trigger.http]]
+route = "/hello"
+component = "hello"
+[component.hello]
+source = "out/hello.wasm"
+[component.hello.build]
+command = "mkdir -p out && cp '{}' out/hello.wasm && echo built >> build.log"
+"#,
+            hello.display()
+        ),
+    )
+    .unwrap();
+    let host = Host::start(&dir.path().join("spin.toml"), &["--build"]);
+    assert!(dir.path().join("out/hello.wasm").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("build.log")).unwrap(),
+        "built\n"
+    );
+    drop(host);
+}

@@ -1,0 +1,245 @@
+//! Starts the real `kiosk-host` binary on a free loopback port and talks to
+//! it over real sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A test app under tests/apps/.
+pub fn app(name: &str) -> PathBuf {
+    repo().join("tests/apps").join(name)
+}
+
+/// The guest wasm built by scripts/build-guests.
+pub fn guest_wasm(crate_name: &str) -> PathBuf {
+    let path = repo()
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-guests (scripts/test does) first",
+        path.display()
+    );
+    path
+}
+
+/// A running kiosk-host process; killed when dropped.
+pub struct Host {
+    child: Child,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    /// Its state dir.
+    pub state_dir: PathBuf,
+    /// Owns a fresh state dir for the process's life (None when given one).
+    _owned_state: Option<tempfile::TempDir>,
+}
+
+/// What a `kiosk-host` run printed and how it ended.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn kiosk_host() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kiosk-host"))
+}
+
+/// Runs `kiosk-host ARGS` to completion.
+pub fn run(args: &[&str]) -> Finished {
+    let out = kiosk_host().args(args).output().unwrap();
+    Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Host {
+    /// `kiosk-host up -f MANIFEST --listen 127.0.0.1:0 EXTRA…` with a fresh state dir.
+    pub fn start(manifest: &Path, extra: &[&str]) -> Host {
+        let owned = tempfile::tempdir().unwrap();
+        let mut host = Self::start_in(manifest, owned.path(), extra);
+        host._owned_state = Some(owned);
+        host
+    }
+
+    /// The same with a given state dir (to test what survives a restart).
+    pub fn start_in(manifest: &Path, state_dir: &Path, extra: &[&str]) -> Host {
+        let mut child = kiosk_host()
+            .arg("up")
+            .arg("-f")
+            .arg(manifest)
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(extra)
+            .env("KIOSK_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let stderr = stderr.clone();
+            let mut pipe = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    stderr
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "kiosk-host exited before serving:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+            if let Some(addr) = line.trim().strip_prefix("Serving http://") {
+                break addr.parse().unwrap();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = stdout.read_to_string(&mut sink);
+        });
+        Host {
+            child,
+            addr,
+            stderr,
+            state_dir: state_dir.to_path_buf(),
+            _owned_state: None,
+        }
+    }
+
+    /// `http://ADDR/PATH`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// What the host logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (bounded), returning whether it did.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < until, "kiosk-host did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A keep-alive HTTP client.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// Sends raw bytes on a new connection and returns everything read back.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if out.windows(4).any(|w| w == b"\r\n\r\n") && response_complete(&out) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn response_complete(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse::<usize>().ok());
+    length.is_none_or(|n| body.len() >= n)
+}

@@ -93,7 +93,7 @@ impl WasiHttpHooks for OutboundHooks {
             > + Send,
     > {
         tracing::warn!(uri = %request.uri(), "outbound request denied: no allowed_outbound_hosts");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied.into()) })
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 

@@ -65,10 +65,11 @@ pub fn apply<B, T>(req: &mut Request<B>, matched: &RouteMatch<'_, T>, ctx: &Requ
     set(headers, "spin-component-route", matched.component_route());
     set(headers, "spin-client-addr", &ctx.client.to_string());
     for (name, value) in matched.named() {
-        if let Ok(name) = HeaderName::try_from(kiosk_routes::header_name_for(name)) {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                headers.insert(name, value);
-            }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(kiosk_routes::header_name_for(name)),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The loaded application: compiled components, their grants and the route
 //! table, behind one swappable handle so a new version can replace it whole.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,8 +14,10 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::capabilities::outbound::{OutboundPolicy, OutboundTimeouts};
 use crate::capabilities::{Grants, HostState};
 use crate::engine::{CacheOutcome, CompileCache};
+use crate::variables::AppVariables;
 
 /// One component ready to serve: pre-instantiated once, instantiated per request.
 pub struct AppComponent {
@@ -23,7 +26,7 @@ pub struct AppComponent {
     /// Pre-instantiated component (imports resolved, types checked).
     pub pre: ProxyPre<HostState>,
     /// What the manifest grants it.
-    pub grants: Grants,
+    pub grants: Arc<Grants>,
 }
 
 /// Everything a request needs from the application.
@@ -43,12 +46,20 @@ pub struct LoadedApp {
 }
 
 /// Options that shape loading beyond the manifest.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct LoadOptions {
     /// `-e KEY=VALUE` values, set for every component (override the manifest).
     pub env_overrides: Vec<(String, String)>,
     /// Where staged asset directories are created.
     pub state_dir: PathBuf,
+    /// Open key-value stores by label.
+    pub kv_stores: BTreeMap<String, Arc<dyn kiosk_kv::KvBackend>>,
+    /// Resolved application variables.
+    pub variables: AppVariables,
+    /// This host's listener (`host:port`), the target of `self` requests.
+    pub self_authority: Option<http::uri::Authority>,
+    /// Bounds on outbound calls.
+    pub outbound_timeouts: OutboundTimeouts,
 }
 
 /// The current application, swappable while requests are in flight: a
@@ -155,7 +166,6 @@ fn prepare_component(
     options: &LoadOptions,
     assets_root: &Path,
 ) -> anyhow::Result<AppComponent> {
-    reject_ungranted_capabilities(manifest, def)?;
     if !def.source.exists() {
         bail!(
             "component `{}`: source {} does not exist (build it, or run with --build)",
@@ -199,37 +209,48 @@ fn prepare_component(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     environment.extend(options.env_overrides.iter().cloned());
+    let at = format!("{}:{}", manifest.path.display(), def.location.line);
+    let kv_stores = def
+        .key_value_stores
+        .iter()
+        .map(|label| match options.kv_stores.get(label) {
+            Some(store) => Ok((label.clone(), store.clone())),
+            None => Err(anyhow::anyhow!(
+                "{at}: component `{}`: key-value store `{label}` is not open",
+                def.id
+            )),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let variables = options.variables.for_component(def)?;
+    let allowed =
+        kiosk_outbound::AllowedHosts::parse_templated(&def.allowed_outbound_hosts, |entry| {
+            let template = kiosk_manifest::Template::parse(entry).map_err(|e| e.to_string())?;
+            options
+                .variables
+                .render(&template)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| {
+            anyhow::anyhow!("{at}: component `{}`: allowed_outbound_hosts: {e}", def.id)
+        })?;
+    let outbound = OutboundPolicy::new(
+        def.id.clone(),
+        allowed,
+        options.self_authority.clone(),
+        options.outbound_timeouts,
+    );
     Ok(AppComponent {
         id: def.id.clone(),
         pre,
-        grants: Grants {
+        grants: Arc::new(Grants {
+            component: def.id.clone(),
             environment,
             files_root,
-        },
+            kv_stores,
+            variables,
+            outbound,
+        }),
     })
-}
-
-/// Capabilities this host version cannot give yet: refuse rather than run a
-/// component that would fail on first use.
-fn reject_ungranted_capabilities(manifest: &Manifest, def: &ComponentDef) -> anyhow::Result<()> {
-    let at = format!("{}:{}", manifest.path.display(), def.location.line);
-    let unsupported = [
-        ("key_value_stores", !def.key_value_stores.is_empty()),
-        (
-            "allowed_outbound_hosts",
-            !def.allowed_outbound_hosts.is_empty(),
-        ),
-        ("variables", !def.variables.is_empty()),
-    ];
-    for (field, present) in unsupported {
-        if present {
-            bail!(
-                "{at}: component `{}`: field `{field}` is not supported by this kiosk-host version",
-                def.id
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Copies the component's `files` into its own directory, mounted read-only

@@ -98,6 +98,15 @@ pub struct UpArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Longest wait for an outbound HTTP connection to be established.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub outbound_connect_timeout: Duration,
+
+    /// Longest wait for an outbound HTTP response's first byte (and between
+    /// body chunks), so a dead upstream cannot hold a request.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub outbound_timeout: Duration,
+
     /// Allocate instances on demand instead of from the pool (debugging only).
     #[arg(long)]
     pub disable_pooling: bool,

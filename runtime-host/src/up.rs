@@ -9,11 +9,14 @@ use kiosk_manifest::Manifest;
 
 use crate::app::{self, AppHandle, LoadOptions, LoadedApp};
 use crate::capabilities::build_linker;
+use crate::capabilities::outbound::OutboundTimeouts;
 use crate::cli::{AppArgs, UpArgs};
 use crate::dispatch::Dispatcher;
 use crate::engine::{CompileCache, EngineSettings, build_engine};
 use crate::limits::{InstanceSlots, RequestLimits};
-use crate::{guest_build, runtime_config, server};
+use crate::runtime_config::RuntimeConfig;
+use crate::variables::{self, AppVariables};
+use crate::{guest_build, kv_stores, runtime_config, server};
 
 /// Reads the manifest named by `-f` (a file, or a directory with spin.toml).
 pub fn read_manifest(args: &AppArgs) -> anyhow::Result<Manifest> {
@@ -32,37 +35,58 @@ fn state_dir(args: &AppArgs, manifest: &Manifest) -> PathBuf {
         .unwrap_or_else(|| manifest.app_root.join(".spin"))
 }
 
-/// Loads and compiles the application (what `check` validates and `up` serves).
-pub fn prepare(
+/// Loads and compiles the application (what `check` validates and `up`
+/// serves): runtime config, variables, key-value stores, components.
+pub async fn prepare(
     args: &AppArgs,
     manifest: &Manifest,
     settings: &EngineSettings,
     env_overrides: Vec<(String, String)>,
+    self_authority: Option<http::uri::Authority>,
+    outbound_timeouts: OutboundTimeouts,
 ) -> anyhow::Result<LoadedApp> {
-    if let Some(path) = &args.runtime_config_file {
-        runtime_config::load(path)?;
-    }
+    let runtime_config = match &args.runtime_config_file {
+        Some(path) => runtime_config::load(path)?,
+        None => RuntimeConfig::default(),
+    };
+    let dotenv = variables::read_dotenv(&manifest.app_root)?;
+    let variables = AppVariables::resolve(manifest, |key| std::env::var(key).ok(), &dotenv)?;
     let state_dir = state_dir(args, manifest);
-    let engine = build_engine(settings)?;
-    let linker = build_linker(&engine).map_err(anyhow::Error::from)?;
-    let cache = CompileCache::new(state_dir.join("compiled"));
-    app::load(
-        manifest,
-        &engine,
-        &linker,
-        &cache,
-        &LoadOptions {
-            env_overrides,
-            state_dir,
-        },
-    )
+    let kv_stores = kv_stores::open_stores(manifest, &runtime_config, &state_dir).await?;
+    let options = LoadOptions {
+        env_overrides,
+        state_dir: state_dir.clone(),
+        kv_stores,
+        variables,
+        self_authority,
+        outbound_timeouts,
+    };
+    let manifest = manifest.clone();
+    let settings = settings.clone();
+    // Compiling is CPU-bound: keep it off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let engine = build_engine(&settings)?;
+        let linker = build_linker(&engine).map_err(anyhow::Error::from)?;
+        let cache = CompileCache::new(state_dir.join("compiled"));
+        app::load(&manifest, &engine, &linker, &cache, &options)
+    })
+    .await
+    .context("load task")?
 }
 
 /// `kiosk-host check`.
-pub fn check(args: &AppArgs) -> anyhow::Result<()> {
+pub async fn check(args: &AppArgs) -> anyhow::Result<()> {
     let manifest = read_manifest(args)?;
     // The same engine settings as `up`, so the compiled cache serves both.
-    let app = prepare(args, &manifest, &EngineSettings::default(), Vec::new())?;
+    let app = prepare(
+        args,
+        &manifest,
+        &EngineSettings::default(),
+        Vec::new(),
+        None,
+        OutboundTimeouts::default(),
+    )
+    .await?;
     println!(
         "{}: ok ({} components, {} routes)",
         manifest.path.display(),
@@ -86,17 +110,26 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         max_memory_bytes: args.max_instance_memory,
         pooling: !args.disable_pooling,
     };
-    let loaded = {
-        let args = args.clone();
-        let manifest = manifest.clone();
-        tokio::task::spawn_blocking(move || prepare(&args.app, &manifest, &settings, args.env))
-            .await
-            .context("load task")??
-    };
+    // Bind first: `self` requests need the real address (port 0 picks one).
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
+    let self_authority = local.to_string().parse().ok();
+    let outbound_timeouts = OutboundTimeouts {
+        connect: args.outbound_connect_timeout,
+        first_byte: args.outbound_timeout,
+        between_bytes: args.outbound_timeout,
+    };
+    let loaded = prepare(
+        &args.app,
+        &manifest,
+        &settings,
+        args.env.clone(),
+        self_authority,
+        outbound_timeouts,
+    )
+    .await?;
     announce(&manifest, &local);
 
     let limits = RequestLimits {

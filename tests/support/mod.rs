@@ -79,6 +79,16 @@ impl Host {
 
     /// The same with a given state dir (to test what survives a restart).
     pub fn start_in(manifest: &Path, state_dir: &Path, extra: &[&str]) -> Host {
+        Self::start_with_env(manifest, state_dir, extra, &[])
+    }
+
+    /// The same with extra environment variables for the host process.
+    pub fn start_with_env(
+        manifest: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Host {
         let mut child = kiosk_host()
             .arg("up")
             .arg("-f")
@@ -88,6 +98,7 @@ impl Host {
             .arg(state_dir)
             .args(extra)
             .env("KIOSK_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -2,22 +2,41 @@
 //! interfaces are added to the linker: a guest gets exactly what is linked
 //! here and granted by its manifest entry, nothing of the host beyond that.
 
-use std::path::PathBuf;
+pub mod bindings;
+pub mod kv;
+pub mod outbound;
+pub mod variables;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiosk_kv::KvBackend;
 use wasmtime::Engine;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::limits::GuestLimiter;
+use crate::variables::ComponentVariables;
+
+use self::outbound::{OutboundHooks, OutboundPolicy};
 
 /// What the manifest grants one component, prepared once at load.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Grants {
+    /// The component id (for error messages and logs).
+    pub component: String,
     /// Environment variables (manifest `environment`, then `-e` values).
     pub environment: Vec<(String, String)>,
     /// Host directory mounted read-only at guest `/` (the staged `files`).
     pub files_root: Option<PathBuf>,
+    /// Key-value stores by label: only those in `key_value_stores`.
+    pub kv_stores: BTreeMap<String, Arc<dyn KvBackend>>,
+    /// The component's declared variables, resolved.
+    pub variables: ComponentVariables,
+    /// Where outbound HTTP may go.
+    pub outbound: OutboundPolicy,
 }
 
 /// The state of one request's store.
@@ -26,13 +45,14 @@ pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     outbound: OutboundHooks,
+    grants: Arc<Grants>,
     /// The instance's resource limiter.
     pub limiter: GuestLimiter,
 }
 
 impl HostState {
     /// Fresh state for one request of a component with these grants.
-    pub fn new(grants: &Grants, max_memory_bytes: u64) -> wasmtime::Result<Self> {
+    pub fn new(grants: &Arc<Grants>, max_memory_bytes: u64) -> wasmtime::Result<Self> {
         let mut wasi = WasiCtxBuilder::new();
         // Spin echoes guest stdout and stderr on its own stderr.
         wasi.stdout(std::io::stderr()).stderr(std::io::stderr());
@@ -49,7 +69,8 @@ impl HostState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            outbound: OutboundHooks,
+            outbound: OutboundHooks::new(grants.outbound.clone()),
+            grants: grants.clone(),
             limiter: GuestLimiter::new(max_memory_bytes),
         })
     }
@@ -74,34 +95,14 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// Outbound HTTP policy. Until allow-lists are configured, every outbound
-/// request is denied before any connection is made.
-struct OutboundHooks;
-
-impl WasiHttpHooks for OutboundHooks {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                )>,
-            > + Send,
-    > {
-        tracing::warn!(uri = %request.uri(), "outbound request denied: no allowed_outbound_hosts");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
 /// The linker every component is instantiated with: WASI 0.2 (cli, io,
-/// clocks, random, filesystem — sockets present but denied) and wasi:http.
+/// clocks, random, filesystem — sockets present but denied), wasi:http,
+/// Spin's key-value and variables, wasi:keyvalue and wasi:config. What each
+/// component may reach through them is decided by its [`Grants`].
 pub fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    bindings::Capabilities::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
     Ok(linker)
 }

@@ -1,0 +1,201 @@
+//! Test support (cargo feature `testing`): a throwaway `redis-server`.
+//!
+//! Used by this crate's tests and by the host's integration tests, so that the
+//! Redis backend is always tested against a real server and never skipped.
+//!
+//! ```no_run
+//! let server = kiosk_kv::testing::RedisServer::start();
+//! let url = server.url(); // redis://127.0.0.1:<port>
+//! # drop(url);
+//! // ... the server is killed when `server` is dropped.
+//! ```
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a fresh server may take to answer PING.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` of its own on a free port of 127.0.0.1, with persistence
+/// off and its working files in a temporary directory. Killed on drop.
+///
+/// If `redis-server` is not installed, the first `start` in the process
+/// installs it (`apt-get update && apt-get install -y redis-server`, as root),
+/// with a lock file so that test processes running at once install it once.
+///
+/// Keep it in a local of the test, not in a `static` (a static is never
+/// dropped, so its server would outlive the test process).
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers.
+    ///
+    /// # Panics
+    ///
+    /// If `redis-server` is missing and cannot be installed, or does not come
+    /// up: the message says why. Tests that need Redis fail rather than skip.
+    pub fn start() -> Self {
+        let binary = redis_server_binary();
+        let mut last_error = String::new();
+        // The port is free when chosen but another process may take it before
+        // redis-server binds it: try a few ports.
+        for _ in 0..5 {
+            match Self::try_start(binary) {
+                Ok(server) => return server,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("could not start redis-server: {last_error}");
+    }
+
+    /// The URL of the server: `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port the server listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn try_start(binary: &Path) -> Result<Self, String> {
+        let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("kiosk-kv-redis-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let log_path = dir.path().join("redis.log");
+        let log = File::create(&log_path).map_err(|e| format!("cannot create log: {e}"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("cannot create log: {e}"))?;
+        let child = Command::new(binary)
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--daemonize", "no", "--logfile", ""])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+        // From here on, dropping `server` kills the child.
+        let mut server = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let log_tail = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "redis-server exited ({status}) on port {port}:\n{}",
+                    log_tail()
+                ));
+            }
+            if ping(&server.url()) {
+                return Ok(server);
+            }
+            if started.elapsed() > STARTUP_TIMEOUT {
+                let _ = server.child.kill();
+                return Err(format!(
+                    "redis-server on port {port} did not answer within {STARTUP_TIMEOUT:?}:\n{}",
+                    log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn ping(url: &str) -> bool {
+    let Ok(client) = ::redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
+        return false;
+    };
+    ::redis::cmd("PING")
+        .query::<String>(&mut conn)
+        .is_ok_and(|reply| reply == "PONG")
+}
+
+/// The path of `redis-server`, installed first if needed (once per process,
+/// and under a lock file across processes).
+fn redis_server_binary() -> &'static Path {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BINARY.get_or_init(|| find_redis_server().map_or_else(install_redis_server, Ok)) {
+        Ok(path) => path,
+        Err(e) => panic!(
+            "redis-server is needed by the Redis tests and could not be installed: {e}\n\
+             Install it with: apt-get update && apt-get install -y redis-server"
+        ),
+    }
+}
+
+fn find_redis_server() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+fn install_redis_server() -> Result<PathBuf, String> {
+    // Serialise with other test processes doing the same (dpkg allows one
+    // install at a time), then look again: another may have installed it.
+    let lock_path = std::env::temp_dir().join("kiosk-kv-install-redis.lock");
+    let lock = File::create(&lock_path)
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    if let Some(path) = find_redis_server() {
+        return Ok(path);
+    }
+    eprintln!("kiosk-kv tests: redis-server not found, installing it with apt-get");
+    for args in [
+        &["update"][..],
+        &["install", "-y", "--no-install-recommends", "redis-server"][..],
+    ] {
+        let output = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run apt-get: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "apt-get {} failed ({}):\n{}{}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+    }
+    find_redis_server().ok_or_else(|| "apt-get installed redis-server but it is not on PATH".into())
+}

@@ -1,0 +1,647 @@
+//! One suite, run against every backend with identical assertions, plus the
+//! tests that only make sense for one backend.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiosk_kv::testing::RedisServer;
+use kiosk_kv::{
+    Expected, KvBackend, KvError, MAX_VALUE_SIZE, RedisStore, SqliteStore, SwapOutcome,
+};
+
+type Store = Arc<dyn KvBackend>;
+
+/// A fresh, empty store of one backend.
+trait Fixture: Sized {
+    async fn new() -> Self;
+    /// The handle the tests use.
+    fn store(&self) -> Store;
+    /// Another handle on the same data, opened separately (its own
+    /// connections), as a second process would.
+    async fn another_handle(&self) -> Store;
+}
+
+struct Sqlite {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    store: Store,
+}
+
+const LABEL: &str = "default";
+
+impl Fixture for Sqlite {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.db");
+        let store = Arc::new(SqliteStore::open(&path, LABEL).unwrap());
+        Self {
+            _dir: dir,
+            path,
+            store,
+        }
+    }
+    fn store(&self) -> Store {
+        self.store.clone()
+    }
+    async fn another_handle(&self) -> Store {
+        Arc::new(SqliteStore::open(&self.path, LABEL).unwrap())
+    }
+}
+
+struct Redis {
+    server: RedisServer,
+    store: Store,
+}
+
+impl Fixture for Redis {
+    async fn new() -> Self {
+        let server = RedisServer::start();
+        let store = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
+        Self { server, store }
+    }
+    fn store(&self) -> Store {
+        self.store.clone()
+    }
+    async fn another_handle(&self) -> Store {
+        Arc::new(RedisStore::connect(&self.server.url()).await.unwrap())
+    }
+}
+
+/// Runs each named test of the shared suite against `$fixture`.
+macro_rules! shared_suite {
+    ($fixture:ty) => {
+        shared_suite!($fixture =>
+            get_set_delete,
+            exists_and_list_keys,
+            get_many_keeps_request_order,
+            set_many_and_delete_many,
+            binary_and_empty_values,
+            oversized_values_are_refused,
+            increment_from_absent_and_negative_delta,
+            increment_on_non_integer_is_invalid,
+            increment_overflow_is_invalid,
+            swap_absent,
+            swap_with_value,
+            handles_share_data,
+            concurrent_increments_over_two_handles,
+            concurrent_cas_appends_lose_nothing,
+        );
+    };
+    ($fixture:ty => $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let fixture = <$fixture as super::Fixture>::new().await;
+                super::$test(&fixture).await;
+            }
+        )*
+    };
+}
+
+mod sqlite {
+    shared_suite!(super::Sqlite);
+}
+
+mod redis {
+    shared_suite!(super::Redis);
+}
+
+fn keys(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+async fn sorted_keys(store: &Store) -> Vec<String> {
+    let mut listed = store.list_keys().await.unwrap();
+    listed.sort();
+    listed
+}
+
+async fn get_set_delete(f: &impl Fixture) {
+    let s = f.store();
+    assert_eq!(s.get("a").await.unwrap(), None);
+    s.set("a", b"one").await.unwrap();
+    assert_eq!(s.get("a").await.unwrap(), Some(b"one".to_vec()));
+    s.set("a", b"two").await.unwrap();
+    assert_eq!(s.get("a").await.unwrap(), Some(b"two".to_vec()));
+    s.delete("a").await.unwrap();
+    assert_eq!(s.get("a").await.unwrap(), None);
+    // Deleting an absent key is not an error.
+    s.delete("a").await.unwrap();
+    s.delete("never-there").await.unwrap();
+}
+
+async fn exists_and_list_keys(f: &impl Fixture) {
+    let s = f.store();
+    assert!(sorted_keys(&s).await.is_empty());
+    assert!(!s.exists("a").await.unwrap());
+    for key in ["b", "a", "c"] {
+        s.set(key, key.as_bytes()).await.unwrap();
+    }
+    assert!(s.exists("a").await.unwrap());
+    assert_eq!(sorted_keys(&s).await, keys(&["a", "b", "c"]));
+    s.delete("b").await.unwrap();
+    assert!(!s.exists("b").await.unwrap());
+    assert_eq!(sorted_keys(&s).await, keys(&["a", "c"]));
+
+    // More keys than one SCAN round trip returns.
+    let many: Vec<(String, Vec<u8>)> = (0..2500).map(|i| (format!("k{i:04}"), vec![1])).collect();
+    s.set_many(&many).await.unwrap();
+    assert_eq!(s.list_keys().await.unwrap().len(), 2502);
+}
+
+async fn get_many_keeps_request_order(f: &impl Fixture) {
+    let s = f.store();
+    s.set("a", b"A").await.unwrap();
+    s.set("c", b"C").await.unwrap();
+    let got = s
+        .get_many(&keys(&["c", "b", "a", "missing", "c"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            ("c".to_string(), Some(b"C".to_vec())),
+            ("b".to_string(), None),
+            ("a".to_string(), Some(b"A".to_vec())),
+            ("missing".to_string(), None),
+            ("c".to_string(), Some(b"C".to_vec())),
+        ]
+    );
+    assert!(s.get_many(&[]).await.unwrap().is_empty());
+    assert_eq!(
+        s.get_many(&keys(&["a"])).await.unwrap(),
+        vec![("a".to_string(), Some(b"A".to_vec()))]
+    );
+}
+
+async fn set_many_and_delete_many(f: &impl Fixture) {
+    let s = f.store();
+    s.set("b", b"old").await.unwrap();
+    let items = vec![
+        ("a".to_string(), b"1".to_vec()),
+        ("b".to_string(), b"2".to_vec()),
+        ("c".to_string(), b"3".to_vec()),
+    ];
+    s.set_many(&items).await.unwrap();
+    for (key, value) in &items {
+        assert_eq!(s.get(key).await.unwrap().as_ref(), Some(value));
+    }
+    s.delete_many(&keys(&["a", "missing", "b"])).await.unwrap();
+    assert_eq!(sorted_keys(&s).await, keys(&["c"]));
+    s.set_many(&[]).await.unwrap();
+    s.delete_many(&[]).await.unwrap();
+    assert_eq!(sorted_keys(&s).await, keys(&["c"]));
+}
+
+async fn binary_and_empty_values(f: &impl Fixture) {
+    let s = f.store();
+    let all_bytes: Vec<u8> = (0..=255u8).rev().collect();
+    s.set("bin", &all_bytes).await.unwrap();
+    assert_eq!(s.get("bin").await.unwrap(), Some(all_bytes.clone()));
+
+    s.set("empty", b"").await.unwrap();
+    assert_eq!(s.get("empty").await.unwrap(), Some(Vec::new()));
+    assert!(s.exists("empty").await.unwrap());
+
+    let key = "clé/with spaces:and\u{1F511}";
+    s.set(key, b"\0").await.unwrap();
+    assert_eq!(s.get(key).await.unwrap(), Some(vec![0]));
+    assert_eq!(sorted_keys(&s).await, keys(&["bin", key, "empty"]));
+
+    let got = s.get_many(&keys(&["empty", "bin"])).await.unwrap();
+    assert_eq!(got[0].1, Some(Vec::new()));
+    assert_eq!(got[1].1, Some(all_bytes));
+}
+
+async fn oversized_values_are_refused(f: &impl Fixture) {
+    let s = f.store();
+    let big = vec![0u8; MAX_VALUE_SIZE + 1];
+    assert!(matches!(
+        s.set("big", &big).await,
+        Err(KvError::TooLarge(_))
+    ));
+    let items = vec![
+        ("small".to_string(), vec![1]),
+        ("big".to_string(), big.clone()),
+    ];
+    assert!(matches!(
+        s.set_many(&items).await,
+        Err(KvError::TooLarge(_))
+    ));
+    assert!(matches!(
+        s.swap("big", &Expected::Absent, &big).await,
+        Err(KvError::TooLarge(_))
+    ));
+    // Nothing of the refused batch was written.
+    assert!(sorted_keys(&s).await.is_empty());
+}
+
+async fn increment_from_absent_and_negative_delta(f: &impl Fixture) {
+    let s = f.store();
+    assert_eq!(s.increment("n", 1).await.unwrap(), 1);
+    assert_eq!(s.increment("n", 5).await.unwrap(), 6);
+    assert_eq!(s.increment("n", -10).await.unwrap(), -4);
+    assert_eq!(s.increment("n", 0).await.unwrap(), -4);
+    assert_eq!(s.increment("m", -3).await.unwrap(), -3);
+    assert!(s.exists("m").await.unwrap());
+    // The counter is an ordinary value: it can be deleted and starts over.
+    s.delete("n").await.unwrap();
+    assert_eq!(s.increment("n", 2).await.unwrap(), 2);
+}
+
+async fn increment_on_non_integer_is_invalid(f: &impl Fixture) {
+    let s = f.store();
+    s.set("text", b"abc").await.unwrap();
+    let result = s.increment("text", 1).await;
+    assert!(
+        matches!(result, Err(KvError::InvalidValue(_))),
+        "{result:?}"
+    );
+    assert_eq!(s.get("text").await.unwrap(), Some(b"abc".to_vec()));
+    s.set("empty", b"").await.unwrap();
+    let result = s.increment("empty", 1).await;
+    assert!(
+        matches!(result, Err(KvError::InvalidValue(_))),
+        "{result:?}"
+    );
+    // The store still works.
+    assert_eq!(s.increment("fine", 1).await.unwrap(), 1);
+}
+
+async fn increment_overflow_is_invalid(f: &impl Fixture) {
+    let s = f.store();
+    assert_eq!(s.increment("n", i64::MAX).await.unwrap(), i64::MAX);
+    let result = s.increment("n", 1).await;
+    assert!(
+        matches!(result, Err(KvError::InvalidValue(_))),
+        "{result:?}"
+    );
+    assert_eq!(s.increment("n", 0).await.unwrap(), i64::MAX);
+    assert_eq!(s.increment("low", i64::MIN).await.unwrap(), i64::MIN);
+    let result = s.increment("low", -1).await;
+    assert!(
+        matches!(result, Err(KvError::InvalidValue(_))),
+        "{result:?}"
+    );
+}
+
+async fn swap_absent(f: &impl Fixture) {
+    let s = f.store();
+    assert_eq!(
+        s.swap("k", &Expected::Absent, b"first").await.unwrap(),
+        SwapOutcome::Swapped
+    );
+    assert_eq!(s.get("k").await.unwrap(), Some(b"first".to_vec()));
+    // Someone inserted: insert-if-absent must not overwrite.
+    assert_eq!(
+        s.swap("k", &Expected::Absent, b"second").await.unwrap(),
+        SwapOutcome::Conflict {
+            current: Some(b"first".to_vec())
+        }
+    );
+    assert_eq!(s.get("k").await.unwrap(), Some(b"first".to_vec()));
+    // An empty value is present, not absent.
+    s.set("e", b"").await.unwrap();
+    assert_eq!(
+        s.swap("e", &Expected::Absent, b"x").await.unwrap(),
+        SwapOutcome::Conflict {
+            current: Some(Vec::new())
+        }
+    );
+}
+
+async fn swap_with_value(f: &impl Fixture) {
+    let s = f.store();
+    s.set("k", b"v1").await.unwrap();
+    assert_eq!(
+        s.swap("k", &Expected::Value(b"v1".to_vec()), b"v2")
+            .await
+            .unwrap(),
+        SwapOutcome::Swapped
+    );
+    assert_eq!(s.get("k").await.unwrap(), Some(b"v2".to_vec()));
+    // Stale expectation: conflict, carrying what is there now.
+    assert_eq!(
+        s.swap("k", &Expected::Value(b"v1".to_vec()), b"v3")
+            .await
+            .unwrap(),
+        SwapOutcome::Conflict {
+            current: Some(b"v2".to_vec())
+        }
+    );
+    assert_eq!(s.get("k").await.unwrap(), Some(b"v2".to_vec()));
+    // Expecting a value where there is none.
+    assert_eq!(
+        s.swap("absent", &Expected::Value(b"v1".to_vec()), b"v3")
+            .await
+            .unwrap(),
+        SwapOutcome::Conflict { current: None }
+    );
+    assert!(!s.exists("absent").await.unwrap());
+    // Expecting the empty value matches only the empty value.
+    s.set("e", b"").await.unwrap();
+    assert_eq!(
+        s.swap("e", &Expected::Value(Vec::new()), b"full")
+            .await
+            .unwrap(),
+        SwapOutcome::Swapped
+    );
+    assert_eq!(
+        s.swap("absent", &Expected::Value(Vec::new()), b"full")
+            .await
+            .unwrap(),
+        SwapOutcome::Conflict { current: None }
+    );
+}
+
+async fn handles_share_data(f: &impl Fixture) {
+    let one = f.store();
+    let two = f.another_handle().await;
+    one.set("k", b"from one").await.unwrap();
+    assert_eq!(two.get("k").await.unwrap(), Some(b"from one".to_vec()));
+    two.delete("k").await.unwrap();
+    assert!(!one.exists("k").await.unwrap());
+}
+
+async fn concurrent_increments_over_two_handles(f: &impl Fixture) {
+    let handles = [f.store(), f.another_handle().await];
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = handles[i % 2].clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::with_capacity(100);
+                for _ in 0..100 {
+                    seen.push(store.increment("counter", 1).await.unwrap());
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.extend(task.await.unwrap());
+    }
+    seen.sort_unstable();
+    // Every increment saw a distinct value: none was lost or duplicated.
+    assert_eq!(seen, (1..=1600).collect::<Vec<i64>>());
+    assert_eq!(handles[1].increment("counter", 0).await.unwrap(), 1600);
+}
+
+async fn concurrent_cas_appends_lose_nothing(f: &impl Fixture) {
+    const TASKS: u8 = 16;
+    const APPENDS: usize = 5;
+    let handles = [f.store(), f.another_handle().await];
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|id| {
+            let store = handles[usize::from(id) % 2].clone();
+            tokio::spawn(async move {
+                let mut current = store.get("log").await.unwrap();
+                for _ in 0..APPENDS {
+                    loop {
+                        let expected = current.clone().map_or(Expected::Absent, Expected::Value);
+                        let mut new = current.clone().unwrap_or_default();
+                        new.push(id);
+                        match store.swap("log", &expected, &new).await.unwrap() {
+                            SwapOutcome::Swapped => {
+                                current = Some(new);
+                                break;
+                            }
+                            SwapOutcome::Conflict { current: now } => current = now,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let log = handles[0].get("log").await.unwrap().unwrap();
+    let mut counts = BTreeMap::new();
+    for id in &log {
+        *counts.entry(*id).or_insert(0) += 1;
+    }
+    assert_eq!(log.len(), usize::from(TASKS) * APPENDS, "{log:?}");
+    assert_eq!(counts, (0..TASKS).map(|id| (id, APPENDS)).collect());
+}
+
+// ---- SQLite only ----
+
+#[tokio::test]
+async fn sqlite_missing_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no/such/dir/kv.db");
+    let error = SqliteStore::open(&path, LABEL).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("does not exist"), "{message}");
+    assert!(message.contains("no/such/dir"), "{message}");
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_store() {
+    let s = SqliteStore::in_memory(LABEL).unwrap();
+    s.set("a", b"1").await.unwrap();
+    assert_eq!(s.get("a").await.unwrap(), Some(b"1".to_vec()));
+    assert_eq!(s.increment("n", 2).await.unwrap(), 2);
+    assert_eq!(s.list_keys().await.unwrap().len(), 2);
+    // Each in-memory store is its own.
+    let other = SqliteStore::in_memory(LABEL).unwrap();
+    assert_eq!(other.get("a").await.unwrap(), None);
+}
+
+/// The file is Spin's: same table, labels as `store`, counters as 8-byte
+/// little-endian integers, WAL journal.
+#[tokio::test]
+async fn sqlite_file_is_spin_compatible() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spin.db");
+    {
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "CREATE TABLE spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (store, key));
+             INSERT INTO spin_key_value VALUES ('default', 'from-spin', x'0102');
+             INSERT INTO spin_key_value VALUES ('other', 'from-spin', x'03');",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path, "default").unwrap();
+    assert_eq!(s.get("from-spin").await.unwrap(), Some(vec![1, 2]));
+    assert_eq!(s.list_keys().await.unwrap(), keys(&["from-spin"]));
+    assert_eq!(s.increment("n", 5).await.unwrap(), 5);
+    assert_eq!(s.get("n").await.unwrap(), Some(5i64.to_le_bytes().to_vec()));
+
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let value: Vec<u8> = raw
+        .query_row(
+            "SELECT value FROM spin_key_value WHERE store = 'default' AND key = 'n'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(value, 5i64.to_le_bytes());
+    // The other label's row is untouched and invisible.
+    let other = SqliteStore::open(&path, "other").unwrap();
+    assert_eq!(other.list_keys().await.unwrap(), keys(&["from-spin"]));
+    assert_eq!(other.get("from-spin").await.unwrap(), Some(vec![3]));
+}
+
+/// A file locked by another process past the timeout: `Unavailable`, on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_locked_file_is_unavailable_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.db");
+    let timeout = Duration::from_millis(300);
+    let s = SqliteStore::open(&path, LABEL)
+        .unwrap()
+        .with_timeout(timeout);
+    s.set("k", b"v").await.unwrap();
+
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for attempt in [
+        Box::pin(s.set("k", b"w")) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>,
+        Box::pin(async { s.increment("n", 1).await.map(|_| ()) }),
+        Box::pin(async { s.swap("k", &Expected::Absent, b"x").await.map(|_| ()) }),
+    ] {
+        let started = Instant::now();
+        let result = attempt.await;
+        let elapsed = started.elapsed();
+        assert!(matches!(result, Err(KvError::Unavailable(_))), "{result:?}");
+        assert!(
+            elapsed >= timeout - Duration::from_millis(50),
+            "{elapsed:?}"
+        );
+        assert!(
+            elapsed < timeout + Duration::from_millis(500),
+            "{elapsed:?}"
+        );
+    }
+    // Readers are not blocked by a writer (WAL).
+    assert_eq!(s.get("k").await.unwrap(), Some(b"v".to_vec()));
+    locker.execute_batch("ROLLBACK").unwrap();
+    s.set("k", b"w").await.unwrap();
+    assert_eq!(s.get("k").await.unwrap(), Some(b"w".to_vec()));
+}
+
+/// A counter of the wrong length (Spin panics here) is `InvalidValue`.
+#[tokio::test]
+async fn sqlite_counter_of_wrong_length_is_invalid() {
+    let s = SqliteStore::in_memory(LABEL).unwrap();
+    s.set("n", &[1, 0, 0, 0]).await.unwrap();
+    let result = s.increment("n", 1).await;
+    assert!(
+        matches!(result, Err(KvError::InvalidValue(_))),
+        "{result:?}"
+    );
+    s.set("n", &7i64.to_le_bytes()).await.unwrap();
+    assert_eq!(s.increment("n", 1).await.unwrap(), 8);
+}
+
+// ---- Redis only ----
+
+/// Counters are Redis integers, as Spin stores them there.
+#[tokio::test]
+async fn redis_counter_is_decimal_text() {
+    let f = Redis::new().await;
+    let s = f.store();
+    assert_eq!(s.increment("n", 42).await.unwrap(), 42);
+    assert_eq!(s.get("n").await.unwrap(), Some(b"42".to_vec()));
+    s.set("m", b"-7").await.unwrap();
+    assert_eq!(s.increment("m", 1).await.unwrap(), -6);
+}
+
+#[tokio::test]
+async fn redis_nothing_listening_is_unavailable_within_the_bound() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+
+    let started = Instant::now();
+    let result = RedisStore::connect(&url).await;
+    assert!(matches!(result, Err(KvError::Unavailable(_))), "{result:?}");
+    assert!(started.elapsed() < kiosk_kv::DEFAULT_TIMEOUT + Duration::from_millis(500));
+
+    // Lazily connected: the operation fails instead, as quickly.
+    let lazy = RedisStore::connect_lazy(&url).await.unwrap();
+    let started = Instant::now();
+    let result = lazy.get("k").await;
+    assert!(matches!(result, Err(KvError::Unavailable(_))), "{result:?}");
+    assert!(started.elapsed() < kiosk_kv::DEFAULT_TIMEOUT + Duration::from_millis(500));
+}
+
+/// A peer that accepts connections but never answers must not hang us.
+#[tokio::test]
+async fn redis_silent_server_is_unavailable_within_the_bound() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "redis://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let timeout = Duration::from_millis(400);
+
+    let started = Instant::now();
+    let result = RedisStore::connect_with_timeout(&url, timeout).await;
+    assert!(matches!(result, Err(KvError::Unavailable(_))), "{result:?}");
+    assert!(started.elapsed() < timeout + Duration::from_millis(500));
+    drop(listener);
+}
+
+/// The server goes away after connecting: operations fail fast, and work again
+/// once a server is back on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_server_going_away_is_unavailable() {
+    let server = RedisServer::start();
+    let s = RedisStore::connect(&server.url())
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_millis(500));
+    s.set("k", b"v").await.unwrap();
+    drop(server);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let result = s.get("k").await;
+        assert!(matches!(result, Err(KvError::Unavailable(_))), "{result:?}");
+        assert!(started.elapsed() < Duration::from_millis(1000));
+    }
+}
+
+#[tokio::test]
+async fn redis_out_of_memory_is_full() {
+    let f = Redis::new().await;
+    let client = ::redis::Client::open(f.server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    for (name, value) in [("maxmemory", "4mb"), ("maxmemory-policy", "noeviction")] {
+        ::redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .exec_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    let s = f.store();
+    let chunk = vec![7u8; 256 * 1024];
+    let mut result = Ok(());
+    for i in 0..100 {
+        result = s.set(&format!("k{i}"), &chunk).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    assert!(matches!(result, Err(KvError::Full(_))), "{result:?}");
+    // The swap script hits the same limit and says so.
+    let result = s.swap("new", &Expected::Absent, &chunk).await;
+    assert!(matches!(result, Err(KvError::Full(_))), "{result:?}");
+    // Reads still work.
+    assert_eq!(s.get("k0").await.unwrap(), Some(chunk));
+}

@@ -1,0 +1,740 @@
+//! The catalog: branches, their hours, services and counters.
+//!
+//! Shipped with the app as JSON and validated by [`Catalog::from_json`], whose
+//! errors name the JSON path of the offending value, e.g.
+//! `branches[1].counters[0].services[2]: unknown service "fx"`.
+//!
+//! ```json
+//! {
+//!   "branches": [
+//!     {
+//!       "id": "gangnam", "name": "Gangnam", "time_zone": "Asia/Seoul",
+//!       "hours": { "mon": [["09:00", "16:00"]], "sat": [], "sun": [] },
+//!       "services": [ { "id": "deposit", "code": "A", "name": "Deposits", "minutes": 5 } ],
+//!       "counters": [ { "id": "1", "services": ["deposit"] } ]
+//!     }
+//!   ]
+//! }
+//! ```
+//!
+//! A branch has either `"hours"` (weekday → list of `[open, close]` local
+//! times `"HH:MM"`, close may be `"24:00"`; a missing weekday is closed) or
+//! `"always_open": true`. Ids are 1–64 characters of `A–Z a–z 0–9 _ -`.
+//! Every service must be served by at least one counter (waiting estimates
+//! divide by the number of counters serving a service).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc, Weekday};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A catalog validation error: the JSON path and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogError {
+    /// JSON path, e.g. `branches[1].counters[0].services[2]` (empty for the document itself).
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> CatalogError {
+    CatalogError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// All branches.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    branches: Vec<Branch>,
+}
+
+/// A bank branch.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    pub id: String,
+    pub name: String,
+    /// IANA time zone; business days and hours are in this zone.
+    pub time_zone: Tz,
+    pub hours: Hours,
+    pub services: Vec<Service>,
+    pub counters: Vec<Counter>,
+}
+
+/// When a branch issues tickets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hours {
+    AlwaysOpen,
+    /// Index 0 = Monday … 6 = Sunday; intervals sorted and non-overlapping.
+    Weekly([Vec<Interval>; 7]),
+}
+
+/// Local opening interval `[open, close)` in minutes since local midnight
+/// (`close` may be 1440 = "24:00").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval {
+    pub open: u16,
+    pub close: u16,
+}
+
+/// A service offered at a branch; its tickets are numbered `CODE-NNN`.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    /// One uppercase ASCII letter, unique within the branch.
+    pub code: char,
+    /// Default service time per customer, in minutes (≥ 1).
+    pub minutes: u32,
+}
+
+/// A counter and the services it serves.
+#[derive(Debug, Clone)]
+pub struct Counter {
+    pub id: String,
+    /// Service ids, all offered by the branch.
+    pub services: Vec<String>,
+}
+
+static DEV_JSON: &str = include_str!("../catalog/dev.json");
+
+impl Catalog {
+    /// The development catalog shipped as `catalog/dev.json`
+    /// (branches `demo`, always open, and `gangnam`, Mon–Fri 09:00–16:00).
+    pub fn dev() -> Catalog {
+        // dev.json is part of this crate and validated by a unit test.
+        Catalog::from_json(DEV_JSON).expect("catalog/dev.json is valid")
+    }
+
+    /// The raw text of `catalog/dev.json`.
+    pub fn dev_json() -> &'static str {
+        DEV_JSON
+    }
+
+    /// Parses and validates a catalog.
+    pub fn from_json(json: &str) -> Result<Catalog, CatalogError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RawCatalog {
+            branches: Vec<Value>,
+        }
+        let raw: RawCatalog = serde_json::from_str(json).map_err(|e| err("", e.to_string()))?;
+        if raw.branches.is_empty() {
+            return Err(err("branches", "the catalog needs at least one branch"));
+        }
+        let mut branches: Vec<Branch> = Vec::with_capacity(raw.branches.len());
+        let mut ids = BTreeSet::new();
+        for (i, value) in raw.branches.into_iter().enumerate() {
+            let path = format!("branches[{i}]");
+            let branch = parse_branch(&path, value)?;
+            if !ids.insert(branch.id.clone()) {
+                return Err(err(
+                    format!("{path}.id"),
+                    format!("duplicate branch id {:?}", branch.id),
+                ));
+            }
+            branches.push(branch);
+        }
+        Ok(Catalog { branches })
+    }
+
+    pub fn branches(&self) -> &[Branch] {
+        &self.branches
+    }
+
+    pub fn branch(&self, id: &str) -> Option<&Branch> {
+        self.branches.iter().find(|b| b.id == id)
+    }
+}
+
+impl Branch {
+    pub fn service(&self, id: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.id == id)
+    }
+
+    pub fn counter(&self, id: &str) -> Option<&Counter> {
+        self.counters.iter().find(|c| c.id == id)
+    }
+
+    /// Number of counters serving `service` (≥ 1 for every service of a valid catalog).
+    pub fn counters_serving(&self, service: &str) -> u32 {
+        self.counters
+            .iter()
+            .filter(|c| c.services.iter().any(|s| s == service))
+            .count() as u32
+    }
+
+    /// The local business day (calendar date in the branch's time zone) of `at`.
+    pub fn business_day(&self, at: DateTime<Utc>) -> NaiveDate {
+        at.with_timezone(&self.time_zone).date_naive()
+    }
+
+    /// Whether the branch issues tickets at `at`.
+    pub fn is_open_at(&self, at: DateTime<Utc>) -> bool {
+        match &self.hours {
+            Hours::AlwaysOpen => true,
+            Hours::Weekly(days) => {
+                let local = at.with_timezone(&self.time_zone);
+                let minute = (local.hour() * 60 + local.minute()) as u16;
+                days[local.weekday().num_days_from_monday() as usize]
+                    .iter()
+                    .any(|iv| iv.open <= minute && minute < iv.close)
+            }
+        }
+    }
+
+    /// The next time at or after `at` when the branch opens, if it ever does
+    /// (looks 8 days ahead; `None` if closed every day, `Some(at)` if open now).
+    pub fn next_opening(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let days = match &self.hours {
+            Hours::AlwaysOpen => return Some(at),
+            Hours::Weekly(days) => days,
+        };
+        if self.is_open_at(at) {
+            return Some(at);
+        }
+        let local = at.with_timezone(&self.time_zone);
+        let today = local.date_naive();
+        for offset in 0..8u64 {
+            let date = today.checked_add_days(chrono::Days::new(offset))?;
+            for iv in &days[date.weekday().num_days_from_monday() as usize] {
+                let Some(naive) =
+                    date.and_hms_opt(u32::from(iv.open / 60), u32::from(iv.open % 60), 0)
+                else {
+                    continue;
+                };
+                // A DST gap can swallow a local time; then try the next interval.
+                let Some(start) = self.time_zone.from_local_datetime(&naive).earliest() else {
+                    continue;
+                };
+                let start = start.with_timezone(&Utc);
+                if start > at {
+                    return Some(start);
+                }
+            }
+        }
+        None
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn check_id(path: &str, id: &str) -> Result<(), CatalogError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(err(
+            path,
+            format!("invalid id {id:?}: use 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"),
+        ))
+    }
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(path: &str, value: Value) -> Result<T, CatalogError> {
+    serde_json::from_value(value).map_err(|e| err(path, e.to_string()))
+}
+
+fn parse_branch(path: &str, value: Value) -> Result<Branch, CatalogError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawBranch {
+        id: String,
+        name: String,
+        time_zone: String,
+        #[serde(default)]
+        hours: Option<BTreeMap<String, Value>>,
+        #[serde(default)]
+        always_open: bool,
+        services: Vec<Value>,
+        counters: Vec<Value>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawService {
+        id: String,
+        code: String,
+        #[serde(default)]
+        name: Option<String>,
+        minutes: u32,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawCounter {
+        id: String,
+        services: Vec<String>,
+    }
+
+    let raw: RawBranch = from_value(path, value)?;
+    check_id(&format!("{path}.id"), &raw.id)?;
+    let time_zone: Tz = raw.time_zone.parse().map_err(|_| {
+        err(
+            format!("{path}.time_zone"),
+            format!("unknown IANA time zone {:?}", raw.time_zone),
+        )
+    })?;
+    let hours = match (raw.always_open, raw.hours) {
+        (true, Some(_)) => {
+            return Err(err(
+                format!("{path}.hours"),
+                "give either \"hours\" or \"always_open\": true, not both",
+            ));
+        }
+        (true, None) => Hours::AlwaysOpen,
+        (false, Some(map)) => parse_hours(&format!("{path}.hours"), map)?,
+        (false, None) => {
+            return Err(err(path, "missing \"hours\" (or \"always_open\": true)"));
+        }
+    };
+
+    if raw.services.is_empty() {
+        return Err(err(
+            format!("{path}.services"),
+            "a branch needs at least one service",
+        ));
+    }
+    let mut services: Vec<Service> = Vec::new();
+    for (i, value) in raw.services.into_iter().enumerate() {
+        let spath = format!("{path}.services[{i}]");
+        let s: RawService = from_value(&spath, value)?;
+        check_id(&format!("{spath}.id"), &s.id)?;
+        if services.iter().any(|o| o.id == s.id) {
+            return Err(err(
+                format!("{spath}.id"),
+                format!("duplicate service id {:?}", s.id),
+            ));
+        }
+        let mut chars = s.code.chars();
+        let code = match (chars.next(), chars.next()) {
+            (Some(c), None) if c.is_ascii_uppercase() => c,
+            _ => {
+                return Err(err(
+                    format!("{spath}.code"),
+                    format!("code {:?} must be one uppercase letter A-Z", s.code),
+                ));
+            }
+        };
+        if let Some(other) = services.iter().find(|o| o.code == code) {
+            return Err(err(
+                format!("{spath}.code"),
+                format!("code {code:?} is already used by service {:?}", other.id),
+            ));
+        }
+        if s.minutes == 0 || s.minutes > 24 * 60 {
+            return Err(err(
+                format!("{spath}.minutes"),
+                format!(
+                    "service minutes must be between 1 and 1440, got {}",
+                    s.minutes
+                ),
+            ));
+        }
+        services.push(Service {
+            name: s.name.unwrap_or_else(|| s.id.clone()),
+            id: s.id,
+            code,
+            minutes: s.minutes,
+        });
+    }
+
+    if raw.counters.is_empty() {
+        return Err(err(
+            format!("{path}.counters"),
+            "a branch needs at least one counter",
+        ));
+    }
+    let mut counters: Vec<Counter> = Vec::new();
+    for (i, value) in raw.counters.into_iter().enumerate() {
+        let cpath = format!("{path}.counters[{i}]");
+        let c: RawCounter = from_value(&cpath, value)?;
+        check_id(&format!("{cpath}.id"), &c.id)?;
+        if counters.iter().any(|o| o.id == c.id) {
+            return Err(err(
+                format!("{cpath}.id"),
+                format!("duplicate counter id {:?}", c.id),
+            ));
+        }
+        if c.services.is_empty() {
+            return Err(err(
+                format!("{cpath}.services"),
+                "a counter must serve at least one service",
+            ));
+        }
+        for (j, s) in c.services.iter().enumerate() {
+            let p = format!("{cpath}.services[{j}]");
+            if !services.iter().any(|o| &o.id == s) {
+                return Err(err(p, format!("unknown service {s:?}")));
+            }
+            if c.services[..j].contains(s) {
+                return Err(err(p, format!("service {s:?} is listed twice")));
+            }
+        }
+        counters.push(Counter {
+            id: c.id,
+            services: c.services,
+        });
+    }
+    for (i, s) in services.iter().enumerate() {
+        if !counters.iter().any(|c| c.services.contains(&s.id)) {
+            return Err(err(
+                format!("{path}.services[{i}]"),
+                format!("service {:?} is served by no counter", s.id),
+            ));
+        }
+    }
+
+    Ok(Branch {
+        id: raw.id,
+        name: raw.name,
+        time_zone,
+        hours,
+        services,
+        counters,
+    })
+}
+
+const WEEKDAYS: [(&str, Weekday); 7] = [
+    ("mon", Weekday::Mon),
+    ("tue", Weekday::Tue),
+    ("wed", Weekday::Wed),
+    ("thu", Weekday::Thu),
+    ("fri", Weekday::Fri),
+    ("sat", Weekday::Sat),
+    ("sun", Weekday::Sun),
+];
+
+fn parse_hours(path: &str, map: BTreeMap<String, Value>) -> Result<Hours, CatalogError> {
+    let mut days: [Vec<Interval>; 7] = Default::default();
+    for (day, value) in map {
+        let dpath = format!("{path}.{day}");
+        let Some((_, weekday)) = WEEKDAYS.iter().find(|(name, _)| *name == day) else {
+            return Err(err(
+                dpath,
+                "unknown weekday; use mon, tue, wed, thu, fri, sat, sun",
+            ));
+        };
+        let pairs: Vec<Vec<String>> = from_value(&dpath, value)?;
+        let mut intervals = Vec::with_capacity(pairs.len());
+        for (i, pair) in pairs.iter().enumerate() {
+            let ipath = format!("{dpath}[{i}]");
+            let [open, close] = pair.as_slice() else {
+                return Err(err(
+                    ipath,
+                    "an interval is [\"HH:MM\", \"HH:MM\"] (open, close)",
+                ));
+            };
+            let open_m = parse_hhmm(open).ok_or_else(|| {
+                err(
+                    format!("{ipath}[0]"),
+                    format!("bad time {open:?}; use \"HH:MM\" from 00:00 to 23:59"),
+                )
+            })?;
+            let close_m = parse_hhmm(close).ok_or_else(|| {
+                err(
+                    format!("{ipath}[1]"),
+                    format!("bad time {close:?}; use \"HH:MM\" from 00:01 to 24:00"),
+                )
+            })?;
+            if open_m >= close_m || open_m >= 1440 {
+                return Err(err(
+                    ipath,
+                    format!("opening time {open} must be before closing time {close}"),
+                ));
+            }
+            intervals.push((
+                i,
+                Interval {
+                    open: open_m,
+                    close: close_m,
+                },
+            ));
+        }
+        intervals.sort_by_key(|(_, iv)| iv.open);
+        for w in intervals.windows(2) {
+            if w[1].1.open < w[0].1.close {
+                return Err(err(
+                    format!("{dpath}[{}]", w[1].0),
+                    "interval overlaps another interval of the same day",
+                ));
+            }
+        }
+        days[weekday.num_days_from_monday() as usize] =
+            intervals.into_iter().map(|(_, iv)| iv).collect();
+    }
+    Ok(Hours::Weekly(days))
+}
+
+/// `"HH:MM"` → minutes since midnight; `"24:00"` → 1440.
+fn parse_hhmm(s: &str) -> Option<u16> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    match (h, m) {
+        (24, 0) => Some(1440),
+        (0..=23, 0..=59) => Some(h * 60 + m),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn branch_json(extra: &str) -> String {
+        format!(
+            r#"{{"branches":[{{"id":"b","name":"B","time_zone":"Asia/Seoul",{extra}
+            "services":[{{"id":"deposit","code":"A","minutes":5}},{{"id":"loan","code":"B","minutes":15}}],
+            "counters":[{{"id":"1","services":["deposit","loan"]}}]}}]}}"#
+        )
+    }
+
+    fn error_of(json: &str) -> String {
+        Catalog::from_json(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn dev_catalog_validates() {
+        let c = Catalog::dev();
+        let demo = c.branch("demo").unwrap();
+        assert_eq!(demo.time_zone, chrono_tz::Asia::Seoul);
+        assert_eq!(demo.hours, Hours::AlwaysOpen);
+        let codes: Vec<(&str, char, u32)> = demo
+            .services
+            .iter()
+            .map(|s| (s.id.as_str(), s.code, s.minutes))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![("deposit", 'A', 5), ("loan", 'B', 15), ("fx", 'C', 8)]
+        );
+        let counters: Vec<&str> = demo.counters.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(counters, vec!["1", "2", "3"]);
+        for s in &demo.services {
+            assert_eq!(demo.counters_serving(&s.id), 3);
+        }
+        let gangnam = c.branch("gangnam").unwrap();
+        // Monday 2026-03-02, 10:00 KST = 01:00 UTC: open.
+        assert!(gangnam.is_open_at(utc("2026-03-02T01:00:00Z")));
+        // Saturday: closed.
+        assert!(!gangnam.is_open_at(utc("2026-03-07T01:00:00Z")));
+    }
+
+    #[test]
+    fn hours_boundaries_and_next_opening() {
+        let c = Catalog::dev();
+        let g = c.branch("gangnam").unwrap();
+        // 09:00 KST Monday = 00:00 UTC; 16:00 KST = 07:00 UTC (closing is exclusive).
+        assert!(!g.is_open_at(utc("2026-03-01T23:59:59Z")));
+        assert!(g.is_open_at(utc("2026-03-02T00:00:00Z")));
+        assert!(g.is_open_at(utc("2026-03-02T06:59:59Z")));
+        assert!(!g.is_open_at(utc("2026-03-02T07:00:00Z")));
+        // Friday 17:00 KST → next opening Monday 09:00 KST.
+        assert_eq!(
+            g.next_opening(utc("2026-03-06T08:00:00Z")),
+            Some(utc("2026-03-09T00:00:00Z"))
+        );
+        // Monday 08:00 KST → same day 09:00.
+        assert_eq!(
+            g.next_opening(utc("2026-03-01T23:00:00Z")),
+            Some(utc("2026-03-02T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn business_day_is_local() {
+        let c = Catalog::dev();
+        let demo = c.branch("demo").unwrap();
+        assert_eq!(
+            demo.business_day(utc("2026-03-02T23:30:00Z")),
+            NaiveDate::from_ymd_opt(2026, 3, 3).unwrap()
+        );
+        assert_eq!(
+            demo.business_day(utc("2026-03-02T14:59:59Z")),
+            NaiveDate::from_ymd_opt(2026, 3, 2).unwrap()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_json_path() {
+        let json = r#"{"branches":[
+            {"id":"a","name":"A","time_zone":"UTC","always_open":true,
+             "services":[{"id":"deposit","code":"A","minutes":5}],
+             "counters":[{"id":"1","services":["deposit"]}]},
+            {"id":"b","name":"B","time_zone":"UTC","always_open":true,
+             "services":[{"id":"deposit","code":"A","minutes":5},{"id":"loan","code":"B","minutes":5}],
+             "counters":[{"id":"1","services":["deposit","loan","fx"]}]}]}"#;
+        assert_eq!(
+            error_of(json),
+            r#"branches[1].counters[0].services[2]: unknown service "fx""#
+        );
+    }
+
+    #[test]
+    fn rejects_bad_catalogs() {
+        let cases: Vec<(String, &str)> = vec![
+            ("not json".into(), "expected"),
+            (
+                r#"{"branches":[]}"#.into(),
+                "branches: the catalog needs at least one branch",
+            ),
+            (r#"{"branches":[],"x":1}"#.into(), "unknown field"),
+            (
+                branch_json(r#""time_zone2":1,"always_open":true,"#),
+                "branches[0]: unknown field `time_zone2`",
+            ),
+            (
+                branch_json(r#""always_open":true,"#).replace("Asia/Seoul", "Mars/Olympus"),
+                r#"branches[0].time_zone: unknown IANA time zone "Mars/Olympus""#,
+            ),
+            (branch_json(""), r#"branches[0]: missing "hours""#),
+            (
+                branch_json(r#""always_open":true,"hours":{},"#),
+                "branches[0].hours: give either",
+            ),
+            (
+                branch_json(r#""hours":{"mon":[["16:00","09:00"]]},"#),
+                "branches[0].hours.mon[0]: opening time 16:00 must be before closing time 09:00",
+            ),
+            (
+                branch_json(r#""hours":{"mon":[["09:00","09:00"]]},"#),
+                "branches[0].hours.mon[0]: opening time",
+            ),
+            (
+                branch_json(r#""hours":{"mon":[["9:00","16:00"]]},"#),
+                "branches[0].hours.mon[0][0]: bad time \"9:00\"",
+            ),
+            (
+                branch_json(r#""hours":{"mon":[["09:00","24:01"]]},"#),
+                "branches[0].hours.mon[0][1]: bad time",
+            ),
+            (
+                branch_json(r#""hours":{"mon":[["09:00"]]},"#),
+                "branches[0].hours.mon[0]: an interval is",
+            ),
+            (
+                branch_json(r#""hours":{"funday":[]},"#),
+                "branches[0].hours.funday: unknown weekday",
+            ),
+            (
+                branch_json(r#""hours":{"mon":[["09:00","12:00"],["11:00","16:00"]]},"#),
+                "branches[0].hours.mon[1]: interval overlaps",
+            ),
+            (
+                branch_json(r#""always_open":true,"#).replace(r#""code":"B""#, r#""code":"A""#),
+                r#"branches[0].services[1].code: code 'A' is already used by service "deposit""#,
+            ),
+            (
+                branch_json(r#""always_open":true,"#).replace(r#""code":"B""#, r#""code":"b""#),
+                r#"branches[0].services[1].code: code "b" must be one uppercase letter"#,
+            ),
+            (
+                branch_json(r#""always_open":true,"#).replace(r#""code":"B""#, r#""code":"BB""#),
+                "branches[0].services[1].code",
+            ),
+            (
+                branch_json(r#""always_open":true,"#)
+                    .replace(r#""id":"loan""#, r#""id":"deposit""#),
+                r#"branches[0].services[1].id: duplicate service id "deposit""#,
+            ),
+            (
+                branch_json(r#""always_open":true,"#).replace(r#""minutes":15"#, r#""minutes":0"#),
+                "branches[0].services[1].minutes",
+            ),
+            (
+                branch_json(r#""always_open":true,"#).replace(r#""id":"b""#, r#""id":"b b""#),
+                "branches[0].id: invalid id",
+            ),
+            (
+                branch_json(r#""always_open":true,"#).replace(
+                    r#""services":["deposit","loan"]"#,
+                    r#""services":["deposit"]"#,
+                ),
+                r#"branches[0].services[1]: service "loan" is served by no counter"#,
+            ),
+            (
+                branch_json(r#""always_open":true,"#).replace(
+                    r#""services":["deposit","loan"]"#,
+                    r#""services":["deposit","loan","deposit"]"#,
+                ),
+                r#"branches[0].counters[0].services[2]: service "deposit" is listed twice"#,
+            ),
+            (
+                branch_json(r#""always_open":true,"#).replace(
+                    r#"{"id":"1","services":["deposit","loan"]}"#,
+                    r#"{"id":"1","services":["deposit","loan"]},{"id":"1","services":["loan"]}"#,
+                ),
+                r#"branches[0].counters[1].id: duplicate counter id "1""#,
+            ),
+            (
+                branch_json(r#""always_open":true,"#).replace(r#""minutes":5"#, r#""minutes":"5""#),
+                "branches[0].services[0]: invalid type",
+            ),
+        ];
+        for (json, expected) in cases {
+            let e = error_of(&json);
+            assert!(e.contains(expected), "expected {expected:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_branch_ids_are_rejected() {
+        let one = r#"{"id":"a","name":"A","time_zone":"UTC","always_open":true,
+             "services":[{"id":"deposit","code":"A","minutes":5}],
+             "counters":[{"id":"1","services":["deposit"]}]}"#;
+        let json = format!(r#"{{"branches":[{one},{one}]}}"#);
+        assert_eq!(
+            error_of(&json),
+            r#"branches[1].id: duplicate branch id "a""#
+        );
+    }
+
+    #[test]
+    fn midnight_closing_and_missing_days() {
+        let json = branch_json(r#""hours":{"sat":[["20:00","24:00"]]},"#);
+        let c = Catalog::from_json(&json).unwrap();
+        let b = c.branch("b").unwrap();
+        // Saturday 2026-03-07 23:59 KST = 14:59 UTC.
+        assert!(b.is_open_at(utc("2026-03-07T14:59:00Z")));
+        // Sunday 00:00 KST: closed (missing weekday = closed).
+        assert!(!b.is_open_at(utc("2026-03-07T15:00:00Z")));
+        assert_eq!(
+            b.next_opening(utc("2026-03-07T15:00:00Z")),
+            Some(utc("2026-03-14T11:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn never_open_branch_has_no_next_opening() {
+        let json = branch_json(r#""hours":{},"#);
+        let c = Catalog::from_json(&json).unwrap();
+        let b = c.branch("b").unwrap();
+        assert!(!b.is_open_at(utc("2026-03-07T15:00:00Z")));
+        assert_eq!(b.next_opening(utc("2026-03-07T15:00:00Z")), None);
+    }
+}

@@ -1,0 +1,844 @@
+//! The operations: [`Kiosk`].
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::catalog::{Branch, Catalog};
+use crate::error::DomainError;
+use crate::model::{
+    CallRequest, Channel, IdempotencyKey, IssueRequest, QueueView, ServiceQueueView, TicketStatus,
+    TicketView, TransferRequest, validate_customer_ref,
+};
+use crate::queue::{QueueDoc, TicketRecord, format_number};
+use crate::store::{Store, StoreError};
+
+/// Default number of compare-and-swap attempts per operation before `conflict`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;
+
+/// Idempotency records are honoured for this long after the first request;
+/// older records count as absent.
+pub const IDEMPOTENCY_RETENTION: TimeDelta = TimeDelta::hours(24);
+
+/// A request with a key whose ticket has not landed yet is "in progress" for
+/// this long; after that it is taken to have died and a retry issues anew.
+pub const IDEMPOTENCY_LEASE: TimeDelta = TimeDelta::seconds(30);
+
+/// The domain operations over a catalog and a store.
+///
+/// Every method takes the caller (where access depends on it), the current
+/// time `now` from the host clock, and returns a serializable view or a
+/// [`DomainError`]. Methods never panic on bad input.
+///
+/// Store round trips on the success path:
+///
+/// | operation | round trips |
+/// | --- | --- |
+/// | `issue_ticket` | 4 (get queue, increment, create ticket record, CAS queue) + 1 with an idempotency key (CAS record) |
+/// | `ticket` | 1 for a finished ticket, else 2 |
+/// | `cancel` | 4 (get record, get queue, CAS queue, archive record) |
+/// | `queue`, `recall` | 1 |
+/// | `call_next`, `transfer` | 2 (get queue, CAS queue); 1 when nobody waits |
+/// | `complete`, `no_show` | 3 (get queue, CAS queue, archive record) |
+///
+/// Each lost compare-and-swap race adds a get and a CAS; after
+/// `max_attempts` lost races the operation fails with `conflict`.
+pub struct Kiosk<'a, S: Store> {
+    catalog: &'a Catalog,
+    store: &'a S,
+    max_attempts: u32,
+}
+
+/// What an update of the queue document decided.
+enum Step<T> {
+    /// Write the (modified) document, then return `T`.
+    Write(T),
+    /// Nothing changed; return `T` without writing.
+    Keep(T),
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdemRecord {
+    /// Request fingerprint.
+    fp: String,
+    /// Id of the ticket this key issues.
+    ticket: String,
+    /// Unix seconds of the (latest) claim.
+    at: i64,
+}
+
+/// Written over an idempotency record whose request failed, so a retry runs anew.
+const IDEM_RELEASED: &[u8] = b"released";
+
+enum Claim {
+    /// This request owns the key; `record` is what was written.
+    Fresh { key: String, record: Vec<u8> },
+    /// The key already issued this ticket.
+    Replay(TicketView),
+}
+
+fn queue_key(branch: &str) -> String {
+    format!("queue:{branch}")
+}
+
+fn ticket_key(id: &str) -> String {
+    format!("ticket:{id}")
+}
+
+fn escape(s: &str) -> String {
+    s.replace('%', "%25").replace(':', "%3A")
+}
+
+fn idem_key(caller: &Caller, key: &str) -> String {
+    format!(
+        "idem:{}:{}",
+        escape(&caller.idempotency_scope()),
+        escape(key)
+    )
+}
+
+fn corrupt(key: &str, e: serde_json::Error) -> DomainError {
+    DomainError::StoreUnavailable(StoreError(format!(
+        "stored value at {key:?} is not readable: {e}"
+    )))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("stored documents serialize")
+}
+
+fn counter_only(caller: &Caller, action: &str) -> Result<(), DomainError> {
+    match caller {
+        Caller::Counter { .. } => Ok(()),
+        _ => Err(DomainError::Forbidden(format!(
+            "only counter staff can {action}"
+        ))),
+    }
+}
+
+impl<'a, S: Store> Kiosk<'a, S> {
+    pub fn new(catalog: &'a Catalog, store: &'a S) -> Self {
+        Kiosk {
+            catalog,
+            store,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Sets the compare-and-swap attempts per operation (at least 1).
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    pub fn catalog(&self) -> &'a Catalog {
+        self.catalog
+    }
+
+    fn branch(&self, id: &str) -> Result<&'a Branch, DomainError> {
+        self.catalog
+            .branch(id)
+            .ok_or_else(|| DomainError::BranchNotFound(id.to_owned()))
+    }
+
+    // ---------------------------------------------------------------- issue
+
+    /// Issues a ticket (`POST /tickets`).
+    ///
+    /// - Kiosks issue with channel `kiosk` and must send an idempotency key;
+    ///   phones issue with channel `mobile` for their own `customer_ref`
+    ///   (filled in when omitted); counters cannot issue (`forbidden`).
+    /// - Same key + same fingerprint (within 24 h) returns the same ticket,
+    ///   in its current state; different fingerprint → `idempotency_key_mismatch`;
+    ///   first request still running → `idempotency_in_progress`.
+    /// - `random` (128 bits from the host's CSPRNG) becomes the ticket id.
+    pub fn issue_ticket(
+        &self,
+        caller: &Caller,
+        mut request: IssueRequest,
+        idempotency: Option<IdempotencyKey>,
+        now: DateTime<Utc>,
+        random: [u8; 16],
+    ) -> Result<TicketView, DomainError> {
+        match caller {
+            Caller::Kiosk { .. } => {
+                if request.channel != Channel::Kiosk {
+                    return Err(DomainError::Forbidden(
+                        "kiosks issue tickets with channel \"kiosk\"".into(),
+                    ));
+                }
+            }
+            Caller::Mobile { customer_ref } => {
+                if request.channel != Channel::Mobile {
+                    return Err(DomainError::Forbidden(
+                        "phones issue tickets with channel \"mobile\"".into(),
+                    ));
+                }
+                match &request.customer_ref {
+                    None => request.customer_ref = Some(customer_ref.clone()),
+                    Some(r) if r == customer_ref => {}
+                    Some(_) => {
+                        return Err(DomainError::Forbidden(
+                            "customer_ref must be your own (or omitted)".into(),
+                        ));
+                    }
+                }
+            }
+            Caller::Counter { .. } => {
+                return Err(DomainError::Forbidden(
+                    "counter staff cannot issue tickets; use a kiosk".into(),
+                ));
+            }
+        }
+        if let Some(r) = &request.customer_ref {
+            validate_customer_ref(r)?;
+        }
+        let branch = self.branch(&request.branch)?;
+        if branch.service(&request.service).is_none() {
+            return Err(DomainError::ServiceNotFound {
+                branch: branch.id.clone(),
+                service: request.service,
+            });
+        }
+        let id = crate::ticket_id(random);
+
+        let claim = match (&idempotency, caller) {
+            (None, Caller::Kiosk { .. }) => return Err(DomainError::IdempotencyKeyRequired),
+            (None, _) => None,
+            (Some(k), _) => match self.claim_idempotency(caller, k, &id, now)? {
+                Claim::Replay(view) => return Ok(view),
+                Claim::Fresh { key, record } => Some((key, record)),
+            },
+        };
+
+        let mut maybe_written = false;
+        let result = self.issue_new(branch, &request, &id, now, &mut maybe_written);
+        if result.is_err() && !maybe_written {
+            // The ticket definitely did not land: let a retry with this key run anew.
+            if let Some((key, record)) = claim {
+                let _ = self
+                    .store
+                    .compare_and_swap(&key, Some(&record), IDEM_RELEASED);
+            }
+        }
+        result
+    }
+
+    fn issue_new(
+        &self,
+        branch: &Branch,
+        request: &IssueRequest,
+        id: &str,
+        now: DateTime<Utc>,
+        maybe_written: &mut bool,
+    ) -> Result<TicketView, DomainError> {
+        if !branch.is_open_at(now) {
+            return Err(DomainError::BranchClosed {
+                branch: branch.id.clone(),
+                next_open: branch.next_opening(now).map(|t| {
+                    t.with_timezone(&branch.time_zone)
+                        .to_rfc3339_opts(SecondsFormat::Secs, true)
+                }),
+            });
+        }
+        let service = branch
+            .service(&request.service)
+            .expect("checked by the caller");
+        let day = branch.business_day(now);
+        let seq_key = format!("seq:{}:{}:{}", branch.id, service.id, day);
+        let mobile_owner = match request.channel {
+            Channel::Mobile => request.customer_ref.as_deref(),
+            Channel::Kiosk => None,
+        };
+
+        let mut taken: Option<TicketRecord> = None;
+        let result = self.update_queue(&branch.id, now, maybe_written, |doc| {
+            if let Some(owner) = mobile_owner
+                && let Some(existing) = doc.active_mobile_ticket(owner)
+            {
+                return Err(DomainError::AlreadyHasTicket {
+                    branch: branch.id.clone(),
+                    ticket: existing.id.clone(),
+                    number: existing.display_number(),
+                });
+            }
+            let record = match &taken {
+                Some(r) => r.clone(),
+                None => {
+                    // The number is taken once per request and kept across CAS retries.
+                    let n = self.store.increment(&seq_key, 1)?;
+                    let number = u32::try_from(n).map_err(|_| {
+                        DomainError::StoreUnavailable(StoreError(format!(
+                            "counter {seq_key:?} holds {n}"
+                        )))
+                    })?;
+                    let record = TicketRecord {
+                        id: id.to_owned(),
+                        branch: branch.id.clone(),
+                        day,
+                        code: service.code,
+                        number,
+                        issued_for: service.id.clone(),
+                        service: service.id.clone(),
+                        channel: request.channel,
+                        customer_ref: request.customer_ref.clone(),
+                        issued_at: now,
+                        status: TicketStatus::Waiting,
+                        counter: None,
+                        called_at: None,
+                        finished_at: None,
+                    };
+                    let created = self.store.compare_and_swap(
+                        &ticket_key(id),
+                        None,
+                        &to_json(&record),
+                    )?;
+                    if !created {
+                        return Err(DomainError::Conflict(
+                            "ticket id already in use: the random source repeats; check the host's random number generator".into(),
+                        ));
+                    }
+                    taken = Some(record.clone());
+                    record
+                }
+            };
+            doc.mark_issued(&record);
+            doc.tickets.push(record.clone());
+            Ok(Step::Write(record))
+        });
+        match result {
+            Ok((doc, record)) => Ok(record.view(Some(branch), Some(&doc))),
+            Err(e) => {
+                if taken.is_some() && !*maybe_written {
+                    // Voided: the number stays unused (a documented gap).
+                    let _ = self.store.delete(&ticket_key(id));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn claim_idempotency(
+        &self,
+        caller: &Caller,
+        key: &IdempotencyKey,
+        ticket: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Claim, DomainError> {
+        let store_key = idem_key(caller, key.key());
+        let record = to_json(&IdemRecord {
+            fp: key.fingerprint().to_owned(),
+            ticket: ticket.to_owned(),
+            at: now.timestamp(),
+        });
+        let mut expected: Option<Vec<u8>> = None;
+        for _ in 0..self.max_attempts {
+            if self
+                .store
+                .compare_and_swap(&store_key, expected.as_deref(), &record)?
+            {
+                return Ok(Claim::Fresh {
+                    key: store_key,
+                    record,
+                });
+            }
+            let Some(current) = self.store.get(&store_key)? else {
+                expected = None;
+                continue;
+            };
+            let existing = serde_json::from_slice::<IdemRecord>(&current).ok();
+            match existing {
+                // Released or unreadable: absent.
+                None => {}
+                Some(r) if now.timestamp() - r.at >= IDEMPOTENCY_RETENTION.num_seconds() => {}
+                Some(r) if r.fp != key.fingerprint() => {
+                    return Err(DomainError::IdempotencyKeyMismatch);
+                }
+                Some(r) => {
+                    if let Some(view) = self.landed_ticket(&r.ticket)? {
+                        return Ok(Claim::Replay(view));
+                    }
+                    if now.timestamp() - r.at < IDEMPOTENCY_LEASE.num_seconds() {
+                        return Err(DomainError::IdempotencyInProgress);
+                    }
+                    // The first request died before its ticket landed: take over.
+                }
+            }
+            expected = Some(current);
+        }
+        Err(DomainError::Conflict(
+            "the idempotency key is being used concurrently; retry".into(),
+        ))
+    }
+
+    /// The ticket if it was issued for real (is or was in its queue).
+    fn landed_ticket(&self, id: &str) -> Result<Option<TicketView>, DomainError> {
+        let Some(record) = self.load_ticket(id)? else {
+            return Ok(None);
+        };
+        self.current_view(record)
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// A ticket's current view. Phones see only their own tickets
+    /// (`ticket_not_found` otherwise); kiosks and counters see any.
+    /// `now` is accepted for uniformity; views do not depend on it yet.
+    pub fn ticket(
+        &self,
+        caller: &Caller,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, DomainError> {
+        let _ = now;
+        let record = self.visible_ticket(caller, id)?;
+        self.current_view(record)?
+            .ok_or_else(|| DomainError::TicketNotFound(id.to_owned()))
+    }
+
+    fn visible_ticket(&self, caller: &Caller, id: &str) -> Result<TicketRecord, DomainError> {
+        let not_found = || DomainError::TicketNotFound(id.to_owned());
+        let record = self.load_ticket(id)?.ok_or_else(not_found)?;
+        if let Caller::Mobile { customer_ref } = caller
+            && !record.owned_by_mobile(customer_ref)
+        {
+            return Err(not_found());
+        }
+        Ok(record)
+    }
+
+    fn load_ticket(&self, id: &str) -> Result<Option<TicketRecord>, DomainError> {
+        if !crate::is_ticket_id(id) {
+            return Ok(None);
+        }
+        let key = ticket_key(id);
+        match self.store.get(&key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| corrupt(&key, e)),
+        }
+    }
+
+    /// View of a ticket from its record: final if archived, else from the
+    /// queue document (`None` if it never landed there: voided).
+    fn current_view(&self, record: TicketRecord) -> Result<Option<TicketView>, DomainError> {
+        let branch = self.catalog.branch(&record.branch);
+        if !record.status.is_active() {
+            return Ok(Some(record.view(branch, None)));
+        }
+        let (_, doc) = self.load_queue(&record.branch)?;
+        let Some(current) = doc.find(&record.id) else {
+            return Ok(None);
+        };
+        if !current.status.is_active() {
+            // Finished but maybe not archived (crash between the writes): re-archive.
+            let _ = self.store.set(&ticket_key(&current.id), &to_json(current));
+        }
+        Ok(Some(current.view(branch, Some(&doc))))
+    }
+
+    /// A branch's queues (public: no caller needed).
+    pub fn queue(&self, branch: &str, now: DateTime<Utc>) -> Result<QueueView, DomainError> {
+        let branch = self.branch(branch)?;
+        let (_, doc) = self.load_queue(&branch.id)?;
+        let today = branch.business_day(now);
+        let open = branch.is_open_at(now);
+        let services = branch
+            .services
+            .iter()
+            .map(|s| {
+                let marks = doc.services.get(&s.id);
+                let today_only = |m: Option<&crate::queue::Mark>| {
+                    m.filter(|m| m.day == today)
+                        .map(|m| format_number(m.code, m.number))
+                };
+                let waiting = doc.waiting_in(&s.id);
+                ServiceQueueView {
+                    service: s.id.clone(),
+                    code: s.code.to_string(),
+                    waiting,
+                    now_serving: today_only(marks.and_then(|m| m.last_called.as_ref())),
+                    last_issued: today_only(marks.and_then(|m| m.last_issued.as_ref())),
+                    estimated_wait_s: crate::estimate_wait_s(
+                        waiting,
+                        s.minutes,
+                        branch.counters_serving(&s.id),
+                    ),
+                }
+            })
+            .collect();
+        let counters_open = branch
+            .counters
+            .iter()
+            .filter(|c| open || doc.called_at_counter(&c.id).is_some())
+            .map(|c| c.id.clone())
+            .collect();
+        Ok(QueueView {
+            branch: branch.id.clone(),
+            open,
+            services,
+            counters_open,
+        })
+    }
+
+    // ---------------------------------------------------------------- cancel
+
+    /// Cancels a waiting ticket. Phones cancel their own tickets; counter
+    /// staff any; kiosks none (`forbidden`). Cancelling a called ticket is
+    /// `conflict`; cancelling a cancelled ticket returns it unchanged.
+    pub fn cancel(
+        &self,
+        caller: &Caller,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, DomainError> {
+        if let Caller::Kiosk { .. } = caller {
+            return Err(DomainError::Forbidden(
+                "kiosks cannot cancel tickets; cancel on the phone or at a counter".into(),
+            ));
+        }
+        let record = self.visible_ticket(caller, id)?;
+        let branch = self.catalog.branch(&record.branch);
+        if !record.status.is_active() {
+            return finished_result(record, TicketStatus::Cancelled, "cancelled", branch);
+        }
+        self.finish(&record.branch, branch, id, now, TicketStatus::Cancelled)
+    }
+
+    // ---------------------------------------------------------------- counters
+
+    /// Calls the next ticket to `request.counter`: the oldest waiting ticket
+    /// (by issue time) among the services the counter serves, optionally
+    /// narrowed to `request.services`. `Ok(None)` when nobody waits. A counter
+    /// still holding a called ticket must complete, no-show or transfer it
+    /// first (`conflict`). Concurrent calls never get the same ticket: the
+    /// claim is a compare-and-swap of the queue document.
+    pub fn call_next(
+        &self,
+        caller: &Caller,
+        branch: &str,
+        request: CallRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TicketView>, DomainError> {
+        counter_only(caller, "call tickets")?;
+        let branch = self.branch(branch)?;
+        let counter =
+            branch
+                .counter(&request.counter)
+                .ok_or_else(|| DomainError::CounterNotFound {
+                    branch: branch.id.clone(),
+                    counter: request.counter.clone(),
+                })?;
+        let services = match request.services {
+            None => counter.services.clone(),
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(DomainError::InvalidRequest(
+                        "services must not be empty; omit it to call from every service the counter serves".into(),
+                    ));
+                }
+                for s in &list {
+                    if branch.service(s).is_none() {
+                        return Err(DomainError::ServiceNotFound {
+                            branch: branch.id.clone(),
+                            service: s.clone(),
+                        });
+                    }
+                    if !counter.services.contains(s) {
+                        return Err(DomainError::InvalidRequest(format!(
+                            "counter {:?} does not serve {s:?}; it serves {}",
+                            counter.id,
+                            counter.services.join(", ")
+                        )));
+                    }
+                }
+                list
+            }
+        };
+        let today = branch.business_day(now);
+        let mut maybe_written = false;
+        let (doc, called) = self.update_queue(&branch.id, now, &mut maybe_written, |doc| {
+            if let Some(current) = doc.called_at_counter(&counter.id) {
+                return Err(DomainError::Conflict(format!(
+                    "counter {:?} is still serving {} ({}); complete it, mark it no-show or transfer it before calling the next ticket",
+                    counter.id,
+                    current.display_number(),
+                    current.id
+                )));
+            }
+            let Some(next) = doc.next_waiting(&services).map(|t| t.id.clone()) else {
+                return Ok(Step::Keep(None));
+            };
+            let t = doc.find_mut(&next).expect("just found");
+            t.status = TicketStatus::Called;
+            t.counter = Some(counter.id.clone());
+            t.called_at = Some(now);
+            let t = t.clone();
+            doc.mark_called(&t, today);
+            Ok(Step::Write(Some(t)))
+        })?;
+        Ok(called.map(|t| t.view(Some(branch), Some(&doc))))
+    }
+
+    /// The ticket currently called at `counter`, to announce it again;
+    /// `Ok(None)` if the counter has none. Reads only.
+    pub fn recall(
+        &self,
+        caller: &Caller,
+        branch: &str,
+        counter: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TicketView>, DomainError> {
+        let _ = now;
+        counter_only(caller, "recall tickets")?;
+        let branch = self.branch(branch)?;
+        if branch.counter(counter).is_none() {
+            return Err(DomainError::CounterNotFound {
+                branch: branch.id.clone(),
+                counter: counter.to_owned(),
+            });
+        }
+        let (_, doc) = self.load_queue(&branch.id)?;
+        Ok(doc
+            .called_at_counter(counter)
+            .map(|t| t.view(Some(branch), Some(&doc))))
+    }
+
+    /// Moves a waiting or called ticket to `request.service`'s queue. It keeps
+    /// its number and its issue time, which orders it in the new queue (it
+    /// goes before everyone there who was issued later); a called ticket
+    /// becomes waiting again.
+    pub fn transfer(
+        &self,
+        caller: &Caller,
+        branch: &str,
+        ticket_id: &str,
+        request: TransferRequest,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, DomainError> {
+        counter_only(caller, "transfer tickets")?;
+        let branch = self.branch(branch)?;
+        let target =
+            branch
+                .service(&request.service)
+                .ok_or_else(|| DomainError::ServiceNotFound {
+                    branch: branch.id.clone(),
+                    service: request.service.clone(),
+                })?;
+        let mut maybe_written = false;
+        let result = self.update_queue(&branch.id, now, &mut maybe_written, |doc| {
+            let Some(t) = doc.find_mut(ticket_id) else {
+                return Ok(Step::Keep(None));
+            };
+            match t.status {
+                TicketStatus::Waiting | TicketStatus::Called => {}
+                s => {
+                    return Err(DomainError::Conflict(format!(
+                        "ticket {} is {}; only waiting or called tickets can be transferred",
+                        t.display_number(),
+                        s.as_str()
+                    )));
+                }
+            }
+            if t.service == target.id {
+                return Err(DomainError::InvalidRequest(format!(
+                    "ticket {} is already in the {:?} queue",
+                    t.display_number(),
+                    target.id
+                )));
+            }
+            t.service = target.id.clone();
+            t.status = TicketStatus::Waiting;
+            t.counter = None;
+            t.called_at = None;
+            Ok(Step::Write(Some(t.clone())))
+        })?;
+        match result {
+            (doc, Some(t)) => Ok(t.view(Some(branch), Some(&doc))),
+            (_, None) => Err(self.not_transferable(branch, ticket_id)?),
+        }
+    }
+
+    /// Marks a called ticket done. Completing a done ticket returns it unchanged.
+    pub fn complete(
+        &self,
+        caller: &Caller,
+        branch: &str,
+        ticket_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, DomainError> {
+        counter_only(caller, "complete tickets")?;
+        let b = self.branch(branch)?;
+        self.finish(&b.id, Some(b), ticket_id, now, TicketStatus::Done)
+    }
+
+    /// Marks a called ticket as a no-show. Repeating it returns the ticket unchanged.
+    pub fn no_show(
+        &self,
+        caller: &Caller,
+        branch: &str,
+        ticket_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, DomainError> {
+        counter_only(caller, "mark no-shows")?;
+        let b = self.branch(branch)?;
+        self.finish(&b.id, Some(b), ticket_id, now, TicketStatus::NoShow)
+    }
+
+    /// Moves a ticket to a final status (cancelled from waiting; done or
+    /// no-show from called), then archives its final record.
+    fn finish(
+        &self,
+        branch_id: &str,
+        branch: Option<&Branch>,
+        ticket_id: &str,
+        now: DateTime<Utc>,
+        target: TicketStatus,
+    ) -> Result<TicketView, DomainError> {
+        let (verb, from) = match target {
+            TicketStatus::Cancelled => ("cancelled", TicketStatus::Waiting),
+            TicketStatus::Done => ("completed", TicketStatus::Called),
+            _ => ("marked no-show", TicketStatus::Called),
+        };
+        let mut maybe_written = false;
+        let (doc, outcome) = self.update_queue(branch_id, now, &mut maybe_written, |doc| {
+            let Some(t) = doc.find_mut(ticket_id) else {
+                return Ok(Step::Keep(None));
+            };
+            if t.status == target {
+                return Ok(Step::Keep(Some((t.clone(), false))));
+            }
+            if t.status != from {
+                let hint = match (t.status, target) {
+                    (TicketStatus::Called, TicketStatus::Cancelled) => format!(
+                        "; it has been called to counter {}",
+                        t.counter.as_deref().unwrap_or("?")
+                    ),
+                    (TicketStatus::Waiting, _) => "; call it first".to_owned(),
+                    _ => String::new(),
+                };
+                return Err(DomainError::Conflict(format!(
+                    "ticket {} is {} and cannot be {verb}{hint}",
+                    t.display_number(),
+                    t.status.as_str()
+                )));
+            }
+            t.status = target;
+            t.finished_at = Some(now);
+            Ok(Step::Write(Some((t.clone(), true))))
+        })?;
+        match outcome {
+            Some((t, written)) => {
+                if written {
+                    // Archive. If this fails the final state is still in the queue
+                    // document for FINISHED_RETENTION and a read re-archives it.
+                    let _ = self.store.set(&ticket_key(&t.id), &to_json(&t));
+                }
+                Ok(t.view(branch, Some(&doc)))
+            }
+            None => {
+                let record = self.not_in_queue_record(branch_id, ticket_id)?;
+                match record {
+                    Some(r) => finished_result(r, target, verb, branch),
+                    None => Err(DomainError::TicketNotFound(ticket_id.to_owned())),
+                }
+            }
+        }
+    }
+
+    /// The archived record of a ticket of `branch` that is no longer in its queue.
+    fn not_in_queue_record(
+        &self,
+        branch: &str,
+        ticket_id: &str,
+    ) -> Result<Option<TicketRecord>, DomainError> {
+        Ok(self
+            .load_ticket(ticket_id)?
+            .filter(|r| r.branch == branch && !r.status.is_active()))
+    }
+
+    /// The error for transferring a ticket that is not in the queue.
+    fn not_transferable(
+        &self,
+        branch: &Branch,
+        ticket_id: &str,
+    ) -> Result<DomainError, DomainError> {
+        Ok(match self.not_in_queue_record(&branch.id, ticket_id)? {
+            Some(r) => DomainError::Conflict(format!(
+                "ticket {} is {}; only waiting or called tickets can be transferred",
+                r.display_number(),
+                r.status.as_str()
+            )),
+            None => DomainError::TicketNotFound(ticket_id.to_owned()),
+        })
+    }
+
+    // ---------------------------------------------------------------- queue document
+
+    fn load_queue(&self, branch: &str) -> Result<(Option<Vec<u8>>, QueueDoc), DomainError> {
+        let key = queue_key(branch);
+        let bytes = self.store.get(&key)?;
+        let doc = match &bytes {
+            None => QueueDoc::default(),
+            Some(b) => serde_json::from_slice(b).map_err(|e| corrupt(&key, e))?,
+        };
+        Ok((bytes, doc))
+    }
+
+    /// Read-modify-CAS loop on `queue:{branch}`. `f` runs on a fresh copy of
+    /// the document each attempt. Sets `maybe_written` when a CAS failed with a
+    /// store error (the write may or may not have happened).
+    fn update_queue<T>(
+        &self,
+        branch: &str,
+        now: DateTime<Utc>,
+        maybe_written: &mut bool,
+        mut f: impl FnMut(&mut QueueDoc) -> Result<Step<T>, DomainError>,
+    ) -> Result<(QueueDoc, T), DomainError> {
+        let key = queue_key(branch);
+        for _ in 0..self.max_attempts {
+            let (current, mut doc) = self.load_queue(branch)?;
+            match f(&mut doc)? {
+                Step::Keep(t) => return Ok((doc, t)),
+                Step::Write(t) => {
+                    doc.prune(now);
+                    match self
+                        .store
+                        .compare_and_swap(&key, current.as_deref(), &to_json(&doc))
+                    {
+                        Ok(true) => return Ok((doc, t)),
+                        Ok(false) => continue,
+                        Err(e) => {
+                            *maybe_written = true;
+                            return Err(e.into());
+                        }
+                    }
+                }
+            }
+        }
+        Err(DomainError::Conflict(format!(
+            "the queue of branch {branch:?} is changing too fast ({} attempts); retry the request",
+            self.max_attempts
+        )))
+    }
+}
+
+/// Result of finishing a ticket that is already finished: the same target
+/// status is an idempotent success, any other is `conflict`.
+fn finished_result(
+    record: TicketRecord,
+    target: TicketStatus,
+    verb: &str,
+    branch: Option<&Branch>,
+) -> Result<TicketView, DomainError> {
+    if record.status == target {
+        Ok(record.view(branch, None))
+    } else {
+        Err(DomainError::Conflict(format!(
+            "ticket {} is {} and cannot be {verb}",
+            record.display_number(),
+            record.status.as_str()
+        )))
+    }
+}

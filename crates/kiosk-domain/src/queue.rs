@@ -1,0 +1,330 @@
+//! Stored documents: ticket records and the per-branch queue document.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Branch;
+use crate::model::{Channel, TicketStatus, TicketView};
+
+/// How long a finished (done / no-show / cancelled) ticket stays in the queue
+/// document after finishing. Its final state is also archived in its ticket
+/// document right after the transition; keeping it here for a while means a
+/// crash between the two writes does not lose the final state (a read finding
+/// it here re-archives it).
+pub const FINISHED_RETENTION: TimeDelta = TimeDelta::minutes(15);
+
+/// One ticket. Stored in the queue document while active (and shortly after),
+/// and as `ticket:{id}` (written at issue, overwritten with the final state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TicketRecord {
+    pub id: String,
+    pub branch: String,
+    /// Local business day of issue (the number's day).
+    pub day: NaiveDate,
+    /// Letter code of the service it was issued for.
+    pub code: char,
+    /// Per-branch, per-service, per-day number (from `increment`).
+    pub number: u32,
+    /// Service it was issued for.
+    pub issued_for: String,
+    /// Service whose queue it is in now.
+    pub service: String,
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_ref: Option<String>,
+    pub issued_at: DateTime<Utc>,
+    pub status: TicketStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub called_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl TicketRecord {
+    /// Display number, e.g. `A-007`.
+    pub fn display_number(&self) -> String {
+        format_number(self.code, self.number)
+    }
+
+    /// Queue order: issue time, then number, then id (a total order).
+    pub fn order(&self, other: &Self) -> Ordering {
+        (self.issued_at, self.number, &self.id).cmp(&(other.issued_at, other.number, &other.id))
+    }
+
+    /// Whether `customer_ref` took this ticket on a phone.
+    pub fn owned_by_mobile(&self, customer_ref: &str) -> bool {
+        self.channel == Channel::Mobile && self.customer_ref.as_deref() == Some(customer_ref)
+    }
+
+    /// The API view; `doc` (the branch's queue document) gives the position
+    /// of a waiting ticket, `branch` the service minutes and counters.
+    pub fn view(&self, branch: Option<&Branch>, doc: Option<&QueueDoc>) -> TicketView {
+        let (waiting_ahead, estimated_wait_s) = match (self.status, doc) {
+            (TicketStatus::Waiting, Some(doc)) => {
+                let ahead = doc.waiting_ahead(self);
+                let estimate = branch
+                    .and_then(|b| {
+                        let s = b.service(&self.service)?;
+                        Some(crate::estimate_wait_s(
+                            ahead,
+                            s.minutes,
+                            b.counters_serving(&s.id),
+                        ))
+                    })
+                    .unwrap_or(0);
+                (ahead, estimate)
+            }
+            _ => (0, 0),
+        };
+        TicketView {
+            id: self.id.clone(),
+            number: self.display_number(),
+            branch: self.branch.clone(),
+            service: self.service.clone(),
+            channel: self.channel,
+            status: self.status,
+            issued_at: self.issued_at,
+            waiting_ahead,
+            estimated_wait_s,
+            counter: self.counter.clone(),
+            called_at: self.called_at,
+        }
+    }
+}
+
+/// `A-007`: letter code, dash, number with at least 3 digits.
+pub fn format_number(code: char, number: u32) -> String {
+    format!("{code}-{number:03}")
+}
+
+/// A display number with the local day it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Mark {
+    pub code: char,
+    pub number: u32,
+    pub day: NaiveDate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ServiceMarks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_issued: Option<Mark>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_called: Option<Mark>,
+}
+
+/// `queue:{branch}`: every active ticket of the branch (plus recently finished
+/// ones) and per-service marks. This is the single source of truth for ticket
+/// state while a ticket is in it; all changes go through compare-and-swap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QueueDoc {
+    #[serde(default)]
+    pub tickets: Vec<TicketRecord>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceMarks>,
+}
+
+impl QueueDoc {
+    pub fn find(&self, id: &str) -> Option<&TicketRecord> {
+        self.tickets.iter().find(|t| t.id == id)
+    }
+
+    pub fn find_mut(&mut self, id: &str) -> Option<&mut TicketRecord> {
+        self.tickets.iter_mut().find(|t| t.id == id)
+    }
+
+    /// Waiting tickets of `t`'s current service that come before it.
+    pub fn waiting_ahead(&self, t: &TicketRecord) -> u32 {
+        self.tickets
+            .iter()
+            .filter(|o| {
+                o.status == TicketStatus::Waiting
+                    && o.service == t.service
+                    && o.order(t) == Ordering::Less
+            })
+            .count() as u32
+    }
+
+    pub fn waiting_in(&self, service: &str) -> u32 {
+        self.tickets
+            .iter()
+            .filter(|o| o.status == TicketStatus::Waiting && o.service == service)
+            .count() as u32
+    }
+
+    /// The active ticket a mobile customer holds here, if any.
+    pub fn active_mobile_ticket(&self, customer_ref: &str) -> Option<&TicketRecord> {
+        self.tickets
+            .iter()
+            .find(|t| t.status.is_active() && t.owned_by_mobile(customer_ref))
+    }
+
+    /// The ticket currently called at `counter`.
+    pub fn called_at_counter(&self, counter: &str) -> Option<&TicketRecord> {
+        self.tickets
+            .iter()
+            .filter(|t| t.status == TicketStatus::Called && t.counter.as_deref() == Some(counter))
+            .max_by_key(|t| t.called_at)
+    }
+
+    /// The oldest waiting ticket among `services`.
+    pub fn next_waiting(&self, services: &[String]) -> Option<&TicketRecord> {
+        self.tickets
+            .iter()
+            .filter(|t| t.status == TicketStatus::Waiting && services.contains(&t.service))
+            .min_by(|a, b| a.order(b))
+    }
+
+    pub fn mark_issued(&mut self, t: &TicketRecord) {
+        let marks = self.services.entry(t.issued_for.clone()).or_default();
+        let newer = match &marks.last_issued {
+            None => true,
+            Some(m) => (t.day, t.number) > (m.day, m.number),
+        };
+        if newer {
+            marks.last_issued = Some(Mark {
+                code: t.code,
+                number: t.number,
+                day: t.day,
+            });
+        }
+    }
+
+    pub fn mark_called(&mut self, t: &TicketRecord, day: NaiveDate) {
+        self.services
+            .entry(t.service.clone())
+            .or_default()
+            .last_called = Some(Mark {
+            code: t.code,
+            number: t.number,
+            day,
+        });
+    }
+
+    /// Drops finished tickets older than [`FINISHED_RETENTION`].
+    pub fn prune(&mut self, now: DateTime<Utc>) {
+        self.tickets.retain(|t| match t.finished_at {
+            Some(f) if !t.status.is_active() => f + FINISHED_RETENTION > now,
+            _ => true,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, number: u32, service: &str, at: &str, status: TicketStatus) -> TicketRecord {
+        TicketRecord {
+            id: id.into(),
+            branch: "demo".into(),
+            day: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            code: 'A',
+            number,
+            issued_for: service.into(),
+            service: service.into(),
+            channel: Channel::Kiosk,
+            customer_ref: None,
+            issued_at: at.parse().unwrap(),
+            status,
+            counter: None,
+            called_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn format_number_pads_to_three_digits() {
+        assert_eq!(format_number('A', 7), "A-007");
+        assert_eq!(format_number('B', 42), "B-042");
+        assert_eq!(format_number('C', 1234), "C-1234");
+    }
+
+    #[test]
+    fn order_and_positions() {
+        let doc = QueueDoc {
+            tickets: vec![
+                rec(
+                    "c",
+                    3,
+                    "deposit",
+                    "2026-03-02T01:00:03Z",
+                    TicketStatus::Waiting,
+                ),
+                rec(
+                    "a",
+                    1,
+                    "deposit",
+                    "2026-03-02T01:00:01Z",
+                    TicketStatus::Called,
+                ),
+                rec(
+                    "b",
+                    2,
+                    "deposit",
+                    "2026-03-02T01:00:02Z",
+                    TicketStatus::Waiting,
+                ),
+                rec(
+                    "x",
+                    1,
+                    "loan",
+                    "2026-03-02T01:00:00Z",
+                    TicketStatus::Waiting,
+                ),
+            ],
+            services: BTreeMap::new(),
+        };
+        assert_eq!(doc.waiting_ahead(doc.find("c").unwrap()), 1);
+        assert_eq!(doc.waiting_ahead(doc.find("b").unwrap()), 0);
+        assert_eq!(doc.waiting_in("deposit"), 2);
+        assert_eq!(doc.next_waiting(&["deposit".into()]).unwrap().id, "b");
+        assert_eq!(
+            doc.next_waiting(&["deposit".into(), "loan".into()])
+                .unwrap()
+                .id,
+            "x"
+        );
+        assert!(doc.next_waiting(&["fx".into()]).is_none());
+    }
+
+    #[test]
+    fn prune_keeps_active_and_recent() {
+        let now: DateTime<Utc> = "2026-03-02T02:00:00Z".parse().unwrap();
+        let mut old = rec(
+            "old",
+            1,
+            "deposit",
+            "2026-03-02T01:00:00Z",
+            TicketStatus::Done,
+        );
+        old.finished_at = Some(now - TimeDelta::minutes(16));
+        let mut recent = rec(
+            "recent",
+            2,
+            "deposit",
+            "2026-03-02T01:00:00Z",
+            TicketStatus::Cancelled,
+        );
+        recent.finished_at = Some(now - TimeDelta::minutes(5));
+        let waiting = rec(
+            "w",
+            3,
+            "deposit",
+            "2026-03-01T01:00:00Z",
+            TicketStatus::Waiting,
+        );
+        let mut doc = QueueDoc {
+            tickets: vec![old, recent, waiting],
+            services: BTreeMap::new(),
+        };
+        doc.prune(now);
+        let ids: Vec<&str> = doc.tickets.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, vec!["recent", "w"]);
+    }
+}

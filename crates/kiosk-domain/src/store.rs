@@ -1,0 +1,177 @@
+//! The key-value store the domain keeps its state in.
+//!
+//! Components implement [`Store`] over `wasi:keyvalue` (SQLite or a shared Redis);
+//! tests use [`MemoryStore`]. Only [`Store::increment`] and
+//! [`Store::compare_and_swap`] are atomic, and the domain relies on nothing else:
+//! plain `get`/`set`/`delete` may interleave arbitrarily with other instances.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+
+/// A failure of the store itself (connection lost, timeout, backend error).
+///
+/// The text is for logs only: [`crate::DomainError::StoreUnavailable`] never
+/// shows it to clients, because a backend message may contain addresses or
+/// credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "store error: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The store operations the domain needs.
+pub trait Store {
+    /// The value at `key`, or `None` if absent.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes `value` at `key` unconditionally.
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Removes `key`; removing an absent key is not an error.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Atomic add; absent counts as 0; returns the new value.
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
+    /// Writes `new` only if the current value equals `expected` (None = key absent).
+    /// Ok(true) if written, Ok(false) on conflict.
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
+}
+
+impl<T: Store + ?Sized> Store for &T {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        (**self).set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        (**self).delete(key)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        (**self).increment(key, delta)
+    }
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        (**self).compare_and_swap(key, expected, new)
+    }
+}
+
+/// In-memory [`Store`]: a `Mutex<BTreeMap>`. Every operation is atomic.
+///
+/// Counters are stored as decimal text (as Redis `INCRBY` does), so
+/// [`Store::get`] on a counter key returns e.g. `b"7"`.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    map: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// All keys currently stored, in order (for tests and debugging).
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        // A panic while holding the lock cannot leave the map half-written
+        // (every operation is a single map call), so a poisoned lock is safe to use.
+        self.map
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.lock().insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().remove(key);
+        Ok(())
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        let mut map = self.lock();
+        let current = match map.get(key) {
+            None => 0,
+            Some(bytes) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or_else(|| StoreError(format!("value at {key:?} is not an integer")))?,
+        };
+        let new = current
+            .checked_add(delta)
+            .ok_or_else(|| StoreError(format!("increment of {key:?} overflows")))?;
+        map.insert(key.to_owned(), new.to_string().into_bytes());
+        Ok(new)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut map = self.lock();
+        if map.get(key).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        map.insert(key.to_owned(), new.to_vec());
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn increment_starts_at_zero_and_counts() {
+        let s = MemoryStore::new();
+        assert_eq!(s.increment("n", 1).unwrap(), 1);
+        assert_eq!(s.increment("n", 5).unwrap(), 6);
+        assert_eq!(s.get("n").unwrap().unwrap(), b"6");
+    }
+
+    #[test]
+    fn increment_of_non_integer_fails() {
+        let s = MemoryStore::new();
+        s.set("n", b"x").unwrap();
+        assert!(s.increment("n", 1).is_err());
+    }
+
+    #[test]
+    fn compare_and_swap_semantics() {
+        let s = MemoryStore::new();
+        assert!(s.compare_and_swap("k", None, b"a").unwrap());
+        assert!(!s.compare_and_swap("k", None, b"b").unwrap());
+        assert!(!s.compare_and_swap("k", Some(b"x"), b"b").unwrap());
+        assert!(s.compare_and_swap("k", Some(b"a"), b"b").unwrap());
+        assert_eq!(s.get("k").unwrap().unwrap(), b"b");
+        s.delete("k").unwrap();
+        assert_eq!(s.get("k").unwrap(), None);
+        assert!(!s.compare_and_swap("k", Some(b"b"), b"c").unwrap());
+    }
+}

@@ -1,0 +1,198 @@
+//! Fixtures shared by the test modules.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kiosk_domain::*;
+
+pub fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// Monday 2026-03-02 10:00 in Seoul.
+pub fn mon_10() -> DateTime<Utc> {
+    t("2026-03-02T01:00:00Z")
+}
+
+pub fn secs(n: i64) -> TimeDelta {
+    TimeDelta::seconds(n)
+}
+
+pub fn kiosk_caller() -> Caller {
+    Caller::Kiosk { id: "k1".into() }
+}
+
+pub fn counter_caller() -> Caller {
+    Caller::Counter { id: "staff".into() }
+}
+
+pub fn mobile(customer: &str) -> Caller {
+    Caller::Mobile {
+        customer_ref: customer.into(),
+    }
+}
+
+pub fn req(branch: &str, service: &str, channel: Channel) -> IssueRequest {
+    IssueRequest {
+        branch: branch.into(),
+        service: service.into(),
+        channel,
+        customer_ref: None,
+    }
+}
+
+pub fn call(counter: &str) -> CallRequest {
+    CallRequest {
+        counter: counter.into(),
+        services: None,
+    }
+}
+
+static RANDOM: AtomicU64 = AtomicU64::new(1);
+
+/// Distinct 128-bit values (a stand-in for the host's CSPRNG).
+pub fn random() -> [u8; 16] {
+    let n = RANDOM.fetch_add(1, Ordering::Relaxed);
+    let mut r = [0u8; 16];
+    r[..8].copy_from_slice(&n.to_be_bytes());
+    r[8..].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+    r
+}
+
+/// A fresh idempotency key fingerprinting the request.
+pub fn fresh_key(request: &IssueRequest) -> IdempotencyKey {
+    let n = RANDOM.fetch_add(1, Ordering::Relaxed);
+    IdempotencyKey::for_body(
+        &format!("key-{n}"),
+        &serde_json::to_vec(request).unwrap(),
+    )
+    .unwrap()
+}
+
+pub fn issue_kiosk<S: Store>(
+    k: &Kiosk<'_, S>,
+    branch: &str,
+    service: &str,
+    now: DateTime<Utc>,
+) -> Result<TicketView, DomainError> {
+    let r = req(branch, service, Channel::Kiosk);
+    let key = fresh_key(&r);
+    k.issue_ticket(&kiosk_caller(), r, Some(key), now, random())
+}
+
+pub fn issue_mobile<S: Store>(
+    k: &Kiosk<'_, S>,
+    customer: &str,
+    branch: &str,
+    service: &str,
+    now: DateTime<Utc>,
+) -> Result<TicketView, DomainError> {
+    k.issue_ticket(
+        &mobile(customer),
+        req(branch, service, Channel::Mobile),
+        None,
+        now,
+        random(),
+    )
+}
+
+/// An always-open branch `busy` with four counters serving everything.
+pub fn busy_catalog() -> Catalog {
+    Catalog::from_json(
+        r#"{"branches":[{"id":"busy","name":"Busy","time_zone":"Asia/Seoul","always_open":true,
+        "services":[{"id":"deposit","code":"A","minutes":5},{"id":"loan","code":"B","minutes":15},
+                    {"id":"fx","code":"C","minutes":8}],
+        "counters":[{"id":"1","services":["deposit","loan","fx"]},{"id":"2","services":["deposit","loan","fx"]},
+                    {"id":"3","services":["deposit","loan","fx"]},{"id":"4","services":["deposit","loan","fx"]}]}]}"#,
+    )
+    .unwrap()
+}
+
+/// Faults to inject into a [`FaultyStore`].
+#[derive(Default)]
+pub struct Faults {
+    /// Every operation fails with this message.
+    pub down: Option<String>,
+    /// CAS on keys with this prefix reports a conflict (Ok(false)).
+    pub cas_conflict_prefix: Option<String>,
+    /// CAS on keys with this prefix fails with a store error (outcome unknown
+    /// to the caller); the write is applied first when `apply` is true.
+    pub cas_error_prefix: Option<(String, bool)>,
+    /// `set` on keys with this prefix fails.
+    pub set_error_prefix: Option<String>,
+}
+
+/// A [`MemoryStore`] with injectable faults.
+#[derive(Default)]
+pub struct FaultyStore {
+    pub inner: MemoryStore,
+    pub faults: Mutex<Faults>,
+}
+
+impl FaultyStore {
+    pub fn with(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.faults.lock().unwrap());
+    }
+
+    fn down(&self) -> Result<(), StoreError> {
+        match &self.faults.lock().unwrap().down {
+            Some(m) => Err(StoreError(m.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Store for FaultyStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.down()?;
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.down()?;
+        if let Some(p) = &self.faults.lock().unwrap().set_error_prefix
+            && key.starts_with(p.as_str())
+        {
+            return Err(StoreError("set failed".into()));
+        }
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.down()?;
+        self.inner.delete(key)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.down()?;
+        self.inner.increment(key, delta)
+    }
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.down()?;
+        let (conflict, error) = {
+            let f = self.faults.lock().unwrap();
+            (
+                f.cas_conflict_prefix
+                    .as_ref()
+                    .is_some_and(|p| key.starts_with(p.as_str())),
+                f.cas_error_prefix
+                    .as_ref()
+                    .filter(|(p, _)| key.starts_with(p.as_str()))
+                    .map(|(_, apply)| *apply),
+            )
+        };
+        if conflict {
+            return Ok(false);
+        }
+        if let Some(apply) = error {
+            if apply {
+                self.inner.compare_and_swap(key, expected, new)?;
+            }
+            return Err(StoreError("timeout talking to redis://admin:hunter2@10.1.2.3".into()));
+        }
+        self.inner.compare_and_swap(key, expected, new)
+    }
+}

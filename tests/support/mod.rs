@@ -254,3 +254,64 @@ fn response_complete(bytes: &[u8]) -> bool {
         .and_then(|v| v.parse::<usize>().ok());
     length.is_none_or(|n| body.len() >= n)
 }
+
+/// The core banking simulator (crates/core-sim), on a free loopback port.
+pub struct CoreSim {
+    child: Child,
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl CoreSim {
+    /// Starts `core-sim ARGS…`.
+    pub fn start(args: &[&str]) -> CoreSim {
+        let binary = Path::new(env!("CARGO_BIN_EXE_kiosk-host")).with_file_name("core-sim");
+        assert!(
+            binary.exists(),
+            "{} is missing: cargo build -p core-sim",
+            binary.display()
+        );
+        let mut child = Command::new(binary)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("Listening on ")
+            .expect("core-sim address")
+            .to_string();
+        CoreSim { child, url }
+    }
+
+    /// What the simulator received, newest last.
+    pub fn requests(&self) -> serde_json::Value {
+        let url = format!("{}/_sim/requests", self.url);
+        let addr: SocketAddr = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let reply = raw_exchange(
+            addr,
+            format!("GET /_sim/requests HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        let body = reply.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("[]");
+        serde_json::from_str(body).unwrap()
+    }
+}
+
+impl Drop for CoreSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,28 +1,64 @@
-//! `GET /health`: reports that the app is up (checks grow with the app).
-use spin_sdk::http::{IntoResponse, Method, Request, Response};
+//! `GET /health`: the app's own health: the store must answer (else 503),
+//! and the core is checked with a short timeout so a slow core makes the app
+//! `degraded`, never slow.
+use std::time::Duration;
+
+use kiosk_domain::Store;
+use kiosk_spin::outbound::call;
+use kiosk_spin::{KvStore, api_error, json};
+use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_component;
+
+const CORE_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[http_component]
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     if *req.method() != Method::Get && *req.method() != Method::Head {
-        let body =
-            serde_json::json!({"error": {"code": "method_not_allowed", "message": "use GET"}});
-        return Ok(Response::builder()
-            .status(405)
-            .header("content-type", "application/json")
-            .header("allow", "GET, HEAD")
-            .body(body.to_string())
-            .build());
+        let mut response = api_error(405, "method_not_allowed", "use GET");
+        response.set_header("allow", "GET, HEAD");
+        return Ok(response);
     }
+    let store = match KvStore::open()
+        .map_err(|e| e.to_string())
+        .and_then(|s| s.get("health:probe").map(|_| ()).map_err(|e| e.to_string()))
+    {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("failing: {e}"),
+    };
+    let core = check_core();
+    let status = if store != "ok" {
+        "failing"
+    } else if core != "ok" {
+        "degraded"
+    } else {
+        "ok"
+    };
     let body = serde_json::json!({
-        "status": "ok",
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
-        "checks": {},
+        "checks": { "store": store, "core": core },
     });
-    Ok(Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .header("cache-control", "no-store")
-        .body(body.to_string())
-        .build())
+    Ok(json(if status == "failing" { 503 } else { 200 }, &body))
+}
+
+fn check_core() -> String {
+    let base = spin_sdk::variables::get("core_base_url").unwrap_or_default();
+    let (https, authority) = match base.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, base.strip_prefix("http://").unwrap_or(&base)),
+    };
+    let authority = authority.trim_end_matches('/');
+    match call(
+        "GET",
+        https,
+        authority,
+        "/health",
+        &[],
+        &[],
+        CORE_CHECK_TIMEOUT,
+    ) {
+        Ok(reply) if reply.status < 500 => "ok".into(),
+        Ok(reply) => format!("failing: status {}", reply.status),
+        Err(e) => format!("failing: {e:?}"),
+    }
 }

@@ -119,7 +119,8 @@ pub struct QueueView {
     pub open: bool,
     /// Services in catalog order.
     pub services: Vec<ServiceQueueView>,
-    /// Counters of the branch while it is open (all configured counters), else empty.
+    /// All configured counters while the branch is open; after hours, the
+    /// counters still serving a called ticket.
     pub counters_open: Vec<String>,
 }
 

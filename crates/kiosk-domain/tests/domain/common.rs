@@ -63,11 +63,7 @@ pub fn random() -> [u8; 16] {
 /// A fresh idempotency key fingerprinting the request.
 pub fn fresh_key(request: &IssueRequest) -> IdempotencyKey {
     let n = RANDOM.fetch_add(1, Ordering::Relaxed);
-    IdempotencyKey::for_body(
-        &format!("key-{n}"),
-        &serde_json::to_vec(request).unwrap(),
-    )
-    .unwrap()
+    IdempotencyKey::for_body(&format!("key-{n}"), &serde_json::to_vec(request).unwrap()).unwrap()
 }
 
 pub fn issue_kiosk<S: Store>(
@@ -191,7 +187,9 @@ impl Store for FaultyStore {
             if apply {
                 self.inner.compare_and_swap(key, expected, new)?;
             }
-            return Err(StoreError("timeout talking to redis://admin:hunter2@10.1.2.3".into()));
+            return Err(StoreError(
+                "timeout talking to redis://admin:hunter2@10.1.2.3".into(),
+            ));
         }
         self.inner.compare_and_swap(key, expected, new)
     }

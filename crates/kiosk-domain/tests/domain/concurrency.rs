@@ -26,12 +26,18 @@ fn sixteen_threads_issue_unique_consecutive_numbers() {
                     let k = Kiosk::new(c, s).with_max_attempts(ATTEMPTS);
                     barrier.wait();
                     (0..per_thread)
-                        .map(|j| issue_kiosk(&k, "demo", "deposit", mon_10() + secs(i * 100 + j)).unwrap())
+                        .map(|j| {
+                            issue_kiosk(&k, "demo", "deposit", mon_10() + secs(i * 100 + j))
+                                .unwrap()
+                        })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let n = 16 * per_thread as usize;
     let numbers: BTreeSet<String> = views.iter().map(|v| v.number.clone()).collect();
@@ -40,7 +46,10 @@ fn sixteen_threads_issue_unique_consecutive_numbers() {
     let ids: BTreeSet<&str> = views.iter().map(|v| v.id.as_str()).collect();
     assert_eq!(ids.len(), n);
     let k = Kiosk::new(&c, &s);
-    assert_eq!(k.queue("demo", mon_10()).unwrap().services[0].waiting, n as u32);
+    assert_eq!(
+        k.queue("demo", mon_10()).unwrap().services[0].waiting,
+        n as u32
+    );
     assert_eq!(
         k.queue("demo", mon_10()).unwrap().services[0].last_issued,
         Some(format_number('A', n as u32))
@@ -54,7 +63,11 @@ fn four_counters_call_each_ticket_exactly_once() {
     let k = Kiosk::new(&c, &s);
     let services = ["deposit", "loan", "fx"];
     let issued: BTreeSet<String> = (0..120)
-        .map(|i| issue_kiosk(&k, "busy", services[i % 3], mon_10() + secs(i as i64)).unwrap().id)
+        .map(|i| {
+            issue_kiosk(&k, "busy", services[i % 3], mon_10() + secs(i as i64))
+                .unwrap()
+                .id
+        })
         .collect();
     let barrier = Barrier::new(4);
     let calls: Vec<(String, String)> = thread::scope(|scope| {
@@ -67,16 +80,23 @@ fn four_counters_call_each_ticket_exactly_once() {
                     let staff = counter_caller();
                     let mut mine = Vec::new();
                     barrier.wait();
-                    while let Some(v) = k.call_next(&staff, "busy", call(counter), mon_10() + secs(500)).unwrap() {
+                    while let Some(v) = k
+                        .call_next(&staff, "busy", call(counter), mon_10() + secs(500))
+                        .unwrap()
+                    {
                         assert_eq!(v.counter.as_deref(), Some(counter));
-                        k.complete(&staff, "busy", &v.id, mon_10() + secs(501)).unwrap();
+                        k.complete(&staff, "busy", &v.id, mon_10() + secs(501))
+                            .unwrap();
                         mine.push((counter.to_string(), v.id));
                     }
                     mine
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let mut times_called: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, id) in &calls {
@@ -84,9 +104,18 @@ fn four_counters_call_each_ticket_exactly_once() {
     }
     assert_eq!(calls.len(), issued.len(), "every ticket called once");
     assert!(times_called.values().all(|&n| n == 1));
-    assert_eq!(times_called.keys().map(|s| s.to_string()).collect::<BTreeSet<_>>(), issued);
+    assert_eq!(
+        times_called
+            .keys()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        issued
+    );
     for id in &issued {
-        assert_eq!(k.ticket(&counter_caller(), id, mon_10()).unwrap().status, TicketStatus::Done);
+        assert_eq!(
+            k.ticket(&counter_caller(), id, mon_10()).unwrap().status,
+            TicketStatus::Done
+        );
     }
 }
 
@@ -103,7 +132,11 @@ fn issuing_and_calling_at_the_same_time() {
                     let k = Kiosk::new(c, s).with_max_attempts(ATTEMPTS);
                     barrier.wait();
                     (0..40)
-                        .map(|j| issue_kiosk(&k, "busy", "deposit", mon_10() + secs(i * 100 + j)).unwrap().id)
+                        .map(|j| {
+                            issue_kiosk(&k, "busy", "deposit", mon_10() + secs(i * 100 + j))
+                                .unwrap()
+                                .id
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -118,7 +151,10 @@ fn issuing_and_calling_at_the_same_time() {
                     barrier.wait();
                     let mut mine = Vec::new();
                     for _ in 0..200 {
-                        if let Some(v) = k.call_next(&staff, "busy", call(counter), mon_10()).unwrap() {
+                        if let Some(v) = k
+                            .call_next(&staff, "busy", call(counter), mon_10())
+                            .unwrap()
+                        {
                             k.no_show(&staff, "busy", &v.id, mon_10()).unwrap();
                             mine.push(v.id);
                         }
@@ -128,8 +164,14 @@ fn issuing_and_calling_at_the_same_time() {
             })
             .collect();
         (
-            issuers.into_iter().flat_map(|h| h.join().unwrap()).collect(),
-            callers.into_iter().flat_map(|h| h.join().unwrap()).collect(),
+            issuers
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect(),
+            callers
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect(),
         )
     });
     let called_set: BTreeSet<&String> = called.iter().collect();
@@ -184,13 +226,23 @@ fn concurrent_retries_with_one_key_issue_one_ticket() {
                 scope.spawn(move || {
                     let k = Kiosk::new(c, s).with_max_attempts(ATTEMPTS);
                     barrier.wait();
-                    k.issue_ticket(&kiosk_caller(), r.clone(), Some(key.clone()), mon_10(), random())
+                    k.issue_ticket(
+                        &kiosk_caller(),
+                        r.clone(),
+                        Some(key.clone()),
+                        mon_10(),
+                        random(),
+                    )
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let ids: BTreeSet<&str> = results.iter().filter_map(|r| r.as_ref().ok()).map(|v| v.id.as_str()).collect();
+    let ids: BTreeSet<&str> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|v| v.id.as_str())
+        .collect();
     assert_eq!(ids.len(), 1, "{results:?}");
     for r in &results {
         if let Err(e) = r {

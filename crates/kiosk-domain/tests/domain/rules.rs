@@ -32,7 +32,11 @@ fn numbers_start_at_one_per_service_and_are_formatted() {
     assert_eq!(a1.counter, None);
     assert_eq!(a1.called_at, None);
     assert_eq!(a1.id.len(), 26);
-    assert!(a1.id.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+    assert!(
+        a1.id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+    );
 }
 
 #[test]
@@ -40,10 +44,22 @@ fn numbers_are_per_branch() {
     let (c, s) = setup();
     let k = Kiosk::new(&c, &s);
     let now = mon_10();
-    assert_eq!(issue_kiosk(&k, "demo", "deposit", now).unwrap().number, "A-001");
-    assert_eq!(issue_kiosk(&k, "gangnam", "deposit", now).unwrap().number, "A-001");
-    assert_eq!(issue_kiosk(&k, "gangnam", "deposit", now).unwrap().number, "A-002");
-    assert_eq!(issue_kiosk(&k, "demo", "deposit", now).unwrap().number, "A-002");
+    assert_eq!(
+        issue_kiosk(&k, "demo", "deposit", now).unwrap().number,
+        "A-001"
+    );
+    assert_eq!(
+        issue_kiosk(&k, "gangnam", "deposit", now).unwrap().number,
+        "A-001"
+    );
+    assert_eq!(
+        issue_kiosk(&k, "gangnam", "deposit", now).unwrap().number,
+        "A-002"
+    );
+    assert_eq!(
+        issue_kiosk(&k, "demo", "deposit", now).unwrap().number,
+        "A-002"
+    );
 }
 
 #[test]
@@ -52,8 +68,16 @@ fn numbers_restart_on_the_next_local_day_in_seoul() {
     let k = Kiosk::new(&c, &s);
     // 2026-03-02 19:00 KST.
     let evening = t("2026-03-02T10:00:00Z");
-    assert_eq!(issue_kiosk(&k, "demo", "deposit", evening).unwrap().number, "A-001");
-    assert_eq!(issue_kiosk(&k, "demo", "deposit", evening + secs(60)).unwrap().number, "A-002");
+    assert_eq!(
+        issue_kiosk(&k, "demo", "deposit", evening).unwrap().number,
+        "A-001"
+    );
+    assert_eq!(
+        issue_kiosk(&k, "demo", "deposit", evening + secs(60))
+            .unwrap()
+            .number,
+        "A-002"
+    );
     // 23:30 UTC the same UTC day is 08:30 on 2026-03-03 in Seoul: a new business day.
     let next_local_day = t("2026-03-02T23:30:00Z");
     let v = issue_kiosk(&k, "demo", "deposit", next_local_day).unwrap();
@@ -62,8 +86,14 @@ fn numbers_restart_on_the_next_local_day_in_seoul() {
     assert_eq!(v.waiting_ahead, 2);
     let q = k.queue("demo", next_local_day).unwrap();
     assert_eq!(q.services[0].last_issued.as_deref(), Some("A-001"));
-    assert!(s.keys().contains(&"seq:demo:deposit:2026-03-03".to_string()));
-    assert!(s.keys().contains(&"seq:demo:deposit:2026-03-02".to_string()));
+    assert!(
+        s.keys()
+            .contains(&"seq:demo:deposit:2026-03-03".to_string())
+    );
+    assert!(
+        s.keys()
+            .contains(&"seq:demo:deposit:2026-03-02".to_string())
+    );
 }
 
 // ------------------------------------------------------------------ hours
@@ -86,7 +116,9 @@ fn closed_branch_does_not_issue() {
     assert!(issue_kiosk(&k, "gangnam", "deposit", t("2026-03-02T00:00:00Z")).is_ok());
     // No number was used by the refused requests.
     assert_eq!(
-        issue_kiosk(&k, "gangnam", "deposit", t("2026-03-02T00:00:01Z")).unwrap().number,
+        issue_kiosk(&k, "gangnam", "deposit", t("2026-03-02T00:00:01Z"))
+            .unwrap()
+            .number,
         "A-002"
     );
 }
@@ -102,7 +134,10 @@ fn unknown_branch_and_service() {
     let e = issue_kiosk(&k, "demo", "mortgage", mon_10()).unwrap_err();
     assert_eq!((e.code(), e.status()), ("service_not_found", 404));
     assert!(e.to_string().contains("mortgage"));
-    assert_eq!(k.queue("nowhere", mon_10()).unwrap_err().code(), "branch_not_found");
+    assert_eq!(
+        k.queue("nowhere", mon_10()).unwrap_err().code(),
+        "branch_not_found"
+    );
 }
 
 #[test]
@@ -113,27 +148,49 @@ fn channels_must_match_the_caller() {
     // Kiosk asking for a mobile ticket.
     let r = req("demo", "deposit", Channel::Mobile);
     let e = k
-        .issue_ticket(&kiosk_caller(), r.clone(), Some(fresh_key(&r)), now, random())
+        .issue_ticket(
+            &kiosk_caller(),
+            r.clone(),
+            Some(fresh_key(&r)),
+            now,
+            random(),
+        )
         .unwrap_err();
     assert_eq!(e.code(), "forbidden");
     // Phone asking for a kiosk ticket.
     let e = k
-        .issue_ticket(&mobile("c1"), req("demo", "deposit", Channel::Kiosk), None, now, random())
+        .issue_ticket(
+            &mobile("c1"),
+            req("demo", "deposit", Channel::Kiosk),
+            None,
+            now,
+            random(),
+        )
         .unwrap_err();
     assert_eq!(e.code(), "forbidden");
     // Phone issuing for someone else.
     let mut r = req("demo", "deposit", Channel::Mobile);
     r.customer_ref = Some("c2".into());
-    let e = k.issue_ticket(&mobile("c1"), r, None, now, random()).unwrap_err();
+    let e = k
+        .issue_ticket(&mobile("c1"), r, None, now, random())
+        .unwrap_err();
     assert_eq!((e.code(), e.status()), ("forbidden", 403));
     // Own customer_ref, explicit or filled in.
     let mut r = req("demo", "deposit", Channel::Mobile);
     r.customer_ref = Some("c1".into());
-    let v = k.issue_ticket(&mobile("c1"), r, None, now, random()).unwrap();
+    let v = k
+        .issue_ticket(&mobile("c1"), r, None, now, random())
+        .unwrap();
     assert_eq!(v.channel, Channel::Mobile);
     // Counters do not issue.
     let e = k
-        .issue_ticket(&counter_caller(), req("demo", "deposit", Channel::Kiosk), None, now, random())
+        .issue_ticket(
+            &counter_caller(),
+            req("demo", "deposit", Channel::Kiosk),
+            None,
+            now,
+            random(),
+        )
         .unwrap_err();
     assert_eq!(e.code(), "forbidden");
 }
@@ -145,7 +202,13 @@ fn kiosk_customer_ref_is_validated() {
     let mut r = req("demo", "deposit", Channel::Kiosk);
     r.customer_ref = Some("x".repeat(200));
     let e = k
-        .issue_ticket(&kiosk_caller(), r.clone(), Some(fresh_key(&r)), mon_10(), random())
+        .issue_ticket(
+            &kiosk_caller(),
+            r.clone(),
+            Some(fresh_key(&r)),
+            mon_10(),
+            random(),
+        )
         .unwrap_err();
     assert_eq!(e.code(), "invalid_request");
 }
@@ -155,7 +218,13 @@ fn kiosks_must_send_an_idempotency_key() {
     let (c, s) = setup();
     let k = Kiosk::new(&c, &s);
     let e = k
-        .issue_ticket(&kiosk_caller(), req("demo", "deposit", Channel::Kiosk), None, mon_10(), random())
+        .issue_ticket(
+            &kiosk_caller(),
+            req("demo", "deposit", Channel::Kiosk),
+            None,
+            mon_10(),
+            random(),
+        )
         .unwrap_err();
     assert_eq!((e.code(), e.status()), ("idempotency_key_required", 400));
     // Phones may omit it.
@@ -175,22 +244,39 @@ fn mobile_tokens_authenticate_end_to_end() {
         .authenticate(Credential::MobileToken(&token), mon_10())
         .unwrap();
     let v = k
-        .issue_ticket(&caller, req("demo", "fx", Channel::Mobile), None, mon_10(), random())
+        .issue_ticket(
+            &caller,
+            req("demo", "fx", Channel::Mobile),
+            None,
+            mon_10(),
+            random(),
+        )
         .unwrap();
     assert_eq!(k.ticket(&caller, &v.id, mon_10()).unwrap().id, v.id);
     // A phone cannot act as a counter.
     for e in [
-        k.call_next(&caller, "demo", call("1"), mon_10()).unwrap_err(),
+        k.call_next(&caller, "demo", call("1"), mon_10())
+            .unwrap_err(),
         k.recall(&caller, "demo", "1", mon_10()).unwrap_err(),
         k.complete(&caller, "demo", &v.id, mon_10()).unwrap_err(),
         k.no_show(&caller, "demo", &v.id, mon_10()).unwrap_err(),
-        k.transfer(&caller, "demo", &v.id, TransferRequest { service: "loan".into() }, mon_10())
-            .unwrap_err(),
+        k.transfer(
+            &caller,
+            "demo",
+            &v.id,
+            TransferRequest {
+                service: "loan".into(),
+            },
+            mon_10(),
+        )
+        .unwrap_err(),
     ] {
         assert_eq!((e.code(), e.status()), ("forbidden", 403));
     }
     // Neither can a kiosk.
-    let e = k.call_next(&kiosk_caller(), "demo", call("1"), mon_10()).unwrap_err();
+    let e = k
+        .call_next(&kiosk_caller(), "demo", call("1"), mon_10())
+        .unwrap_err();
     assert_eq!(e.code(), "forbidden");
 }
 
@@ -212,14 +298,20 @@ fn a_phone_holds_one_active_ticket_per_branch() {
     // Kiosk tickets do not count.
     assert!(issue_kiosk(&k, "demo", "deposit", now).is_ok());
     // Still active once called.
-    let called = k.call_next(&counter_caller(), "demo", call("1"), now + secs(2)).unwrap().unwrap();
+    let called = k
+        .call_next(&counter_caller(), "demo", call("1"), now + secs(2))
+        .unwrap()
+        .unwrap();
     assert_eq!(called.id, first.id);
     assert_eq!(
-        issue_mobile(&k, "c1", "demo", "deposit", now + secs(3)).unwrap_err().code(),
+        issue_mobile(&k, "c1", "demo", "deposit", now + secs(3))
+            .unwrap_err()
+            .code(),
         "already_has_ticket"
     );
     // Free again once done.
-    k.complete(&counter_caller(), "demo", &first.id, now + secs(4)).unwrap();
+    k.complete(&counter_caller(), "demo", &first.id, now + secs(4))
+        .unwrap();
     let second = issue_mobile(&k, "c1", "demo", "deposit", now + secs(5)).unwrap();
     // And after cancelling.
     k.cancel(&mobile("c1"), &second.id, now + secs(6)).unwrap();
@@ -247,13 +339,21 @@ fn waiting_ahead_and_estimate() {
     }
     // Views update as the queue moves.
     let last = &views[3];
-    assert_eq!(k.ticket(&kiosk_caller(), &last.id, now).unwrap().waiting_ahead, 3);
+    assert_eq!(
+        k.ticket(&kiosk_caller(), &last.id, now)
+            .unwrap()
+            .waiting_ahead,
+        3
+    );
     k.cancel(&counter_caller(), &views[1].id, now).unwrap();
     let v = k.ticket(&kiosk_caller(), &last.id, now).unwrap();
     assert_eq!((v.waiting_ahead, v.estimated_wait_s), (2, 600));
     // Calling: the deposit ticket is not older than the loan ones? All at `now`
     // or later; counter 1 gets the oldest overall.
-    let called = k.call_next(&counter_caller(), "demo", call("1"), now + secs(10)).unwrap().unwrap();
+    let called = k
+        .call_next(&counter_caller(), "demo", call("1"), now + secs(10))
+        .unwrap()
+        .unwrap();
     assert_eq!(called.waiting_ahead, 0);
     assert_eq!(called.estimated_wait_s, 0);
     assert_eq!(called.status, TicketStatus::Called);
@@ -278,17 +378,31 @@ fn phones_see_only_their_own_tickets() {
         assert_eq!(e.code(), "ticket_not_found");
     }
     // Kiosks and counters see any ticket.
-    assert_eq!(k.ticket(&kiosk_caller(), &mine.id, now).unwrap().id, mine.id);
-    assert_eq!(k.ticket(&counter_caller(), &mine.id, now).unwrap().id, mine.id);
+    assert_eq!(
+        k.ticket(&kiosk_caller(), &mine.id, now).unwrap().id,
+        mine.id
+    );
+    assert_eq!(
+        k.ticket(&counter_caller(), &mine.id, now).unwrap().id,
+        mine.id
+    );
 }
 
 #[test]
 fn unknown_and_malformed_ticket_ids() {
     let (c, s) = setup();
     let k = Kiosk::new(&c, &s);
-    for id in ["", "nope", "aaaaaaaaaaaaaaaaaaaaaaaaaa", "../../etc/passwd", "queue:demo"] {
+    for id in [
+        "",
+        "nope",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "../../etc/passwd",
+        "queue:demo",
+    ] {
         assert_eq!(
-            k.ticket(&counter_caller(), id, mon_10()).unwrap_err().code(),
+            k.ticket(&counter_caller(), id, mon_10())
+                .unwrap_err()
+                .code(),
             "ticket_not_found"
         );
     }
@@ -306,17 +420,31 @@ fn cancel_rules() {
     let kt = issue_kiosk(&k, "demo", "deposit", now + secs(2)).unwrap();
 
     // Kiosks cannot cancel.
-    assert_eq!(k.cancel(&kiosk_caller(), &kt.id, now).unwrap_err().code(), "forbidden");
+    assert_eq!(
+        k.cancel(&kiosk_caller(), &kt.id, now).unwrap_err().code(),
+        "forbidden"
+    );
 
     let v = k.cancel(&mobile("c2"), &b.id, now + secs(3)).unwrap();
     assert_eq!(v.status, TicketStatus::Cancelled);
     assert_eq!((v.waiting_ahead, v.estimated_wait_s), (0, 0));
     // Cancelling again returns the cancelled ticket.
-    assert_eq!(k.cancel(&mobile("c2"), &b.id, now + secs(4)).unwrap().status, TicketStatus::Cancelled);
-    assert_eq!(k.ticket(&mobile("c2"), &b.id, now).unwrap().status, TicketStatus::Cancelled);
+    assert_eq!(
+        k.cancel(&mobile("c2"), &b.id, now + secs(4))
+            .unwrap()
+            .status,
+        TicketStatus::Cancelled
+    );
+    assert_eq!(
+        k.ticket(&mobile("c2"), &b.id, now).unwrap().status,
+        TicketStatus::Cancelled
+    );
 
     // A called ticket cannot be cancelled.
-    let called = k.call_next(&counter_caller(), "demo", call("2"), now + secs(5)).unwrap().unwrap();
+    let called = k
+        .call_next(&counter_caller(), "demo", call("2"), now + secs(5))
+        .unwrap()
+        .unwrap();
     assert_eq!(called.id, a.id);
     let e = k.cancel(&mobile("c1"), &a.id, now + secs(6)).unwrap_err();
     assert_eq!((e.code(), e.status()), ("conflict", 409));
@@ -324,11 +452,14 @@ fn cancel_rules() {
 
     // Counter staff may cancel a kiosk ticket.
     assert_eq!(
-        k.cancel(&counter_caller(), &kt.id, now + secs(7)).unwrap().status,
+        k.cancel(&counter_caller(), &kt.id, now + secs(7))
+            .unwrap()
+            .status,
         TicketStatus::Cancelled
     );
     // Done tickets cannot be cancelled, even long after (from the archive).
-    k.complete(&counter_caller(), "demo", &a.id, now + secs(8)).unwrap();
+    k.complete(&counter_caller(), "demo", &a.id, now + secs(8))
+        .unwrap();
     let later = now + FINISHED_RETENTION + secs(60);
     issue_kiosk(&k, "demo", "loan", later).unwrap(); // prunes the queue document
     let e = k.cancel(&mobile("c1"), &a.id, later).unwrap_err();
@@ -347,7 +478,11 @@ fn queue_view() {
     assert!(empty.open);
     assert_eq!(empty.counters_open, vec!["1", "2", "3"]);
     assert_eq!(
-        empty.services.iter().map(|s| (s.service.as_str(), s.code.as_str())).collect::<Vec<_>>(),
+        empty
+            .services
+            .iter()
+            .map(|s| (s.service.as_str(), s.code.as_str()))
+            .collect::<Vec<_>>(),
         vec![("deposit", "A"), ("loan", "B"), ("fx", "C")]
     );
     assert!(empty.services.iter().all(|s| s.waiting == 0
@@ -359,7 +494,8 @@ fn queue_view() {
         issue_kiosk(&k, "demo", "deposit", now + secs(i)).unwrap();
     }
     issue_kiosk(&k, "demo", "fx", now + secs(5)).unwrap();
-    k.call_next(&counter_caller(), "demo", call("1"), now + secs(6)).unwrap();
+    k.call_next(&counter_caller(), "demo", call("1"), now + secs(6))
+        .unwrap();
     let q = k.queue("demo", now + secs(7)).unwrap();
     let dep = &q.services[0];
     assert_eq!(dep.waiting, 3);
@@ -367,7 +503,14 @@ fn queue_view() {
     assert_eq!(dep.last_issued.as_deref(), Some("A-004"));
     assert_eq!(dep.estimated_wait_s, 3 * 5 * 60 / 3);
     let fx = &q.services[2];
-    assert_eq!((fx.waiting, fx.now_serving.as_deref(), fx.last_issued.as_deref()), (1, None, Some("C-001")));
+    assert_eq!(
+        (
+            fx.waiting,
+            fx.now_serving.as_deref(),
+            fx.last_issued.as_deref()
+        ),
+        (1, None, Some("C-001"))
+    );
     assert_eq!(fx.estimated_wait_s, 8 * 60 / 3);
     // Serialized shape.
     let j = serde_json::to_value(&q).unwrap();
@@ -388,15 +531,35 @@ fn queue_view_of_a_closed_branch() {
     let k = Kiosk::new(&c, &s);
     issue_kiosk(&k, "gangnam", "deposit", mon_10()).unwrap();
     issue_kiosk(&k, "gangnam", "deposit", mon_10()).unwrap();
-    k.call_next(&counter_caller(), "gangnam", call("2"), mon_10()).unwrap().unwrap();
+    k.call_next(&counter_caller(), "gangnam", call("2"), mon_10())
+        .unwrap()
+        .unwrap();
     // 17:00 KST: closed, counter 2 still serving.
     let q = k.queue("gangnam", t("2026-03-02T08:00:00Z")).unwrap();
     assert!(!q.open);
     assert_eq!(q.counters_open, vec!["2"]);
     assert_eq!(q.services[0].waiting, 1);
     // Counters may keep calling after hours.
-    k.complete(&counter_caller(), "gangnam", &k.recall(&counter_caller(), "gangnam", "2", mon_10()).unwrap().unwrap().id, t("2026-03-02T08:00:00Z")).unwrap();
-    assert!(k.call_next(&counter_caller(), "gangnam", call("1"), t("2026-03-02T08:00:01Z")).unwrap().is_some());
+    k.complete(
+        &counter_caller(),
+        "gangnam",
+        &k.recall(&counter_caller(), "gangnam", "2", mon_10())
+            .unwrap()
+            .unwrap()
+            .id,
+        t("2026-03-02T08:00:00Z"),
+    )
+    .unwrap();
+    assert!(
+        k.call_next(
+            &counter_caller(),
+            "gangnam",
+            call("1"),
+            t("2026-03-02T08:00:01Z")
+        )
+        .unwrap()
+        .is_some()
+    );
 }
 
 // ------------------------------------------------------------------ counters
@@ -412,20 +575,50 @@ fn call_next_takes_the_oldest_across_served_services() {
     let dep2 = issue_kiosk(&k, "gangnam", "deposit", now + secs(3)).unwrap();
     let staff = counter_caller();
     // Counter 1 serves only deposits: oldest deposit.
-    assert_eq!(k.call_next(&staff, "gangnam", call("1"), now).unwrap().unwrap().id, dep.id);
+    assert_eq!(
+        k.call_next(&staff, "gangnam", call("1"), now)
+            .unwrap()
+            .unwrap()
+            .id,
+        dep.id
+    );
     // Counter 2 serves deposit and fx: fx is older.
-    assert_eq!(k.call_next(&staff, "gangnam", call("2"), now).unwrap().unwrap().id, fx.id);
+    assert_eq!(
+        k.call_next(&staff, "gangnam", call("2"), now)
+            .unwrap()
+            .unwrap()
+            .id,
+        fx.id
+    );
     // Counter 3 narrowed to fx: nobody waits for fx now.
-    let narrowed = CallRequest { counter: "3".into(), services: Some(vec!["fx".into()]) };
+    let narrowed = CallRequest {
+        counter: "3".into(),
+        services: Some(vec!["fx".into()]),
+    };
     assert_eq!(k.call_next(&staff, "gangnam", narrowed, now).unwrap(), None);
-    assert_eq!(k.call_next(&staff, "gangnam", call("3"), now).unwrap().unwrap().id, dep2.id);
-    assert_eq!(k.call_next(&staff, "gangnam", call("4"), now).unwrap().unwrap().id, loan.id);
+    assert_eq!(
+        k.call_next(&staff, "gangnam", call("3"), now)
+            .unwrap()
+            .unwrap()
+            .id,
+        dep2.id
+    );
+    assert_eq!(
+        k.call_next(&staff, "gangnam", call("4"), now)
+            .unwrap()
+            .unwrap()
+            .id,
+        loan.id
+    );
     // Counter 4 still serves B-001.
     let e = k.call_next(&staff, "gangnam", call("4"), now).unwrap_err();
     assert_eq!(e.code(), "conflict");
     assert!(e.to_string().contains("B-001"), "{e}");
     k.complete(&staff, "gangnam", &loan.id, now).unwrap();
-    assert_eq!(k.call_next(&staff, "gangnam", call("4"), now).unwrap(), None);
+    assert_eq!(
+        k.call_next(&staff, "gangnam", call("4"), now).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -433,23 +626,59 @@ fn call_next_validation() {
     let (c, s) = setup();
     let k = Kiosk::new(&c, &s);
     let staff = counter_caller();
-    let e = k.call_next(&staff, "gangnam", call("9"), mon_10()).unwrap_err();
+    let e = k
+        .call_next(&staff, "gangnam", call("9"), mon_10())
+        .unwrap_err();
     assert_eq!((e.code(), e.status()), ("counter_not_found", 404));
     let e = k
-        .call_next(&staff, "gangnam", CallRequest { counter: "1".into(), services: Some(vec!["fx".into()]) }, mon_10())
+        .call_next(
+            &staff,
+            "gangnam",
+            CallRequest {
+                counter: "1".into(),
+                services: Some(vec!["fx".into()]),
+            },
+            mon_10(),
+        )
         .unwrap_err();
     assert_eq!(e.code(), "invalid_request");
     assert!(e.to_string().contains("does not serve"));
     let e = k
-        .call_next(&staff, "gangnam", CallRequest { counter: "1".into(), services: Some(vec!["gold".into()]) }, mon_10())
+        .call_next(
+            &staff,
+            "gangnam",
+            CallRequest {
+                counter: "1".into(),
+                services: Some(vec!["gold".into()]),
+            },
+            mon_10(),
+        )
         .unwrap_err();
     assert_eq!(e.code(), "service_not_found");
     let e = k
-        .call_next(&staff, "gangnam", CallRequest { counter: "1".into(), services: Some(vec![]) }, mon_10())
+        .call_next(
+            &staff,
+            "gangnam",
+            CallRequest {
+                counter: "1".into(),
+                services: Some(vec![]),
+            },
+            mon_10(),
+        )
         .unwrap_err();
     assert_eq!(e.code(), "invalid_request");
-    assert_eq!(k.call_next(&staff, "x", call("1"), mon_10()).unwrap_err().code(), "branch_not_found");
-    assert_eq!(k.recall(&staff, "gangnam", "9", mon_10()).unwrap_err().code(), "counter_not_found");
+    assert_eq!(
+        k.call_next(&staff, "x", call("1"), mon_10())
+            .unwrap_err()
+            .code(),
+        "branch_not_found"
+    );
+    assert_eq!(
+        k.recall(&staff, "gangnam", "9", mon_10())
+            .unwrap_err()
+            .code(),
+        "counter_not_found"
+    );
 }
 
 #[test]
@@ -459,11 +688,18 @@ fn recall_returns_the_called_ticket() {
     let staff = counter_caller();
     assert_eq!(k.recall(&staff, "demo", "1", mon_10()).unwrap(), None);
     issue_kiosk(&k, "demo", "deposit", mon_10()).unwrap();
-    let called = k.call_next(&staff, "demo", call("1"), mon_10() + secs(5)).unwrap().unwrap();
-    let again = k.recall(&staff, "demo", "1", mon_10() + secs(60)).unwrap().unwrap();
+    let called = k
+        .call_next(&staff, "demo", call("1"), mon_10() + secs(5))
+        .unwrap()
+        .unwrap();
+    let again = k
+        .recall(&staff, "demo", "1", mon_10() + secs(60))
+        .unwrap()
+        .unwrap();
     assert_eq!(again, called);
     assert_eq!(k.recall(&staff, "demo", "2", mon_10()).unwrap(), None);
-    k.no_show(&staff, "demo", &called.id, mon_10() + secs(90)).unwrap();
+    k.no_show(&staff, "demo", &called.id, mon_10() + secs(90))
+        .unwrap();
     assert_eq!(k.recall(&staff, "demo", "1", mon_10()).unwrap(), None);
 }
 
@@ -479,30 +715,67 @@ fn complete_and_no_show() {
     let e = k.complete(&staff, "demo", &a.id, now).unwrap_err();
     assert_eq!(e.code(), "conflict");
     assert!(e.to_string().contains("call it first"), "{e}");
-    k.call_next(&staff, "demo", call("1"), now + secs(2)).unwrap();
-    k.call_next(&staff, "demo", call("2"), now + secs(2)).unwrap();
+    k.call_next(&staff, "demo", call("1"), now + secs(2))
+        .unwrap();
+    k.call_next(&staff, "demo", call("2"), now + secs(2))
+        .unwrap();
     let done = k.complete(&staff, "demo", &a.id, now + secs(3)).unwrap();
     assert_eq!(done.status, TicketStatus::Done);
     assert_eq!(done.counter.as_deref(), Some("1"));
     let ns = k.no_show(&staff, "demo", &b.id, now + secs(3)).unwrap();
     assert_eq!(ns.status, TicketStatus::NoShow);
     // Repeats are harmless; the other final status is a conflict.
-    assert_eq!(k.complete(&staff, "demo", &a.id, now + secs(4)).unwrap().status, TicketStatus::Done);
-    assert_eq!(k.no_show(&staff, "demo", &a.id, now + secs(4)).unwrap_err().code(), "conflict");
-    assert_eq!(k.complete(&staff, "demo", &b.id, now + secs(4)).unwrap_err().code(), "conflict");
+    assert_eq!(
+        k.complete(&staff, "demo", &a.id, now + secs(4))
+            .unwrap()
+            .status,
+        TicketStatus::Done
+    );
+    assert_eq!(
+        k.no_show(&staff, "demo", &a.id, now + secs(4))
+            .unwrap_err()
+            .code(),
+        "conflict"
+    );
+    assert_eq!(
+        k.complete(&staff, "demo", &b.id, now + secs(4))
+            .unwrap_err()
+            .code(),
+        "conflict"
+    );
     // Wrong branch or unknown id.
-    assert_eq!(k.complete(&staff, "gangnam", &a.id, now).unwrap_err().code(), "ticket_not_found");
-    assert_eq!(k.complete(&staff, "demo", "nope", now).unwrap_err().code(), "ticket_not_found");
+    assert_eq!(
+        k.complete(&staff, "gangnam", &a.id, now)
+            .unwrap_err()
+            .code(),
+        "ticket_not_found"
+    );
+    assert_eq!(
+        k.complete(&staff, "demo", "nope", now).unwrap_err().code(),
+        "ticket_not_found"
+    );
 
     // After the queue document dropped them, the archive answers.
     let later = now + FINISHED_RETENTION + secs(10);
     issue_kiosk(&k, "demo", "fx", later).unwrap();
     let doc = String::from_utf8(s.get("queue:demo").unwrap().unwrap()).unwrap();
     assert!(!doc.contains(&a.id));
-    assert_eq!(k.ticket(&staff, &a.id, later).unwrap().status, TicketStatus::Done);
-    assert_eq!(k.ticket(&staff, &b.id, later).unwrap().status, TicketStatus::NoShow);
-    assert_eq!(k.complete(&staff, "demo", &a.id, later).unwrap().status, TicketStatus::Done);
-    assert_eq!(k.no_show(&staff, "demo", &a.id, later).unwrap_err().code(), "conflict");
+    assert_eq!(
+        k.ticket(&staff, &a.id, later).unwrap().status,
+        TicketStatus::Done
+    );
+    assert_eq!(
+        k.ticket(&staff, &b.id, later).unwrap().status,
+        TicketStatus::NoShow
+    );
+    assert_eq!(
+        k.complete(&staff, "demo", &a.id, later).unwrap().status,
+        TicketStatus::Done
+    );
+    assert_eq!(
+        k.no_show(&staff, "demo", &a.id, later).unwrap_err().code(),
+        "conflict"
+    );
 }
 
 #[test]
@@ -514,12 +787,26 @@ fn transfer_keeps_number_and_place_in_time() {
     let a1 = issue_kiosk(&k, "demo", "deposit", now).unwrap();
     let b1 = issue_kiosk(&k, "demo", "loan", now + secs(10)).unwrap();
     let b2 = issue_kiosk(&k, "demo", "loan", now + secs(20)).unwrap();
-    let narrowed = |svc: &str| CallRequest { counter: "1".into(), services: Some(vec![svc.into()]) };
-    let called = k.call_next(&staff, "demo", narrowed("deposit"), now + secs(30)).unwrap().unwrap();
+    let narrowed = |svc: &str| CallRequest {
+        counter: "1".into(),
+        services: Some(vec![svc.into()]),
+    };
+    let called = k
+        .call_next(&staff, "demo", narrowed("deposit"), now + secs(30))
+        .unwrap()
+        .unwrap();
     assert_eq!(called.id, a1.id);
     // The deposit customer needs a loan: A-001 moves to the loan queue, ahead of B-001.
     let moved = k
-        .transfer(&staff, "demo", &a1.id, TransferRequest { service: "loan".into() }, now + secs(40))
+        .transfer(
+            &staff,
+            "demo",
+            &a1.id,
+            TransferRequest {
+                service: "loan".into(),
+            },
+            now + secs(40),
+        )
         .unwrap();
     assert_eq!(moved.number, "A-001");
     assert_eq!(moved.service, "loan");
@@ -534,22 +821,70 @@ fn transfer_keeps_number_and_place_in_time() {
     let order: Vec<String> = (0..3)
         .map(|i| {
             let c = format!("{}", i + 1);
-            k.call_next(&staff, "demo", CallRequest { counter: c, services: Some(vec!["loan".into()]) }, now + secs(50))
-                .unwrap()
-                .unwrap()
-                .number
+            k.call_next(
+                &staff,
+                "demo",
+                CallRequest {
+                    counter: c,
+                    services: Some(vec!["loan".into()]),
+                },
+                now + secs(50),
+            )
+            .unwrap()
+            .unwrap()
+            .number
         })
         .collect();
     assert_eq!(order, vec!["A-001", "B-001", "B-002"]);
     // Same service, done ticket, unknown service.
-    let e = k.transfer(&staff, "demo", &b1.id, TransferRequest { service: "loan".into() }, now).unwrap_err();
+    let e = k
+        .transfer(
+            &staff,
+            "demo",
+            &b1.id,
+            TransferRequest {
+                service: "loan".into(),
+            },
+            now,
+        )
+        .unwrap_err();
     assert_eq!(e.code(), "invalid_request");
     k.complete(&staff, "demo", &b1.id, now + secs(60)).unwrap();
-    let e = k.transfer(&staff, "demo", &b1.id, TransferRequest { service: "fx".into() }, now + secs(61)).unwrap_err();
+    let e = k
+        .transfer(
+            &staff,
+            "demo",
+            &b1.id,
+            TransferRequest {
+                service: "fx".into(),
+            },
+            now + secs(61),
+        )
+        .unwrap_err();
     assert_eq!(e.code(), "conflict");
-    let e = k.transfer(&staff, "demo", &b2.id, TransferRequest { service: "gold".into() }, now).unwrap_err();
+    let e = k
+        .transfer(
+            &staff,
+            "demo",
+            &b2.id,
+            TransferRequest {
+                service: "gold".into(),
+            },
+            now,
+        )
+        .unwrap_err();
     assert_eq!(e.code(), "service_not_found");
-    let e = k.transfer(&staff, "demo", "nope", TransferRequest { service: "fx".into() }, now).unwrap_err();
+    let e = k
+        .transfer(
+            &staff,
+            "demo",
+            "nope",
+            TransferRequest {
+                service: "fx".into(),
+            },
+            now,
+        )
+        .unwrap_err();
     assert_eq!(e.code(), "ticket_not_found");
     // Queue view: the transferred number does not change loan's last issued.
     let q = k.queue("demo", now + secs(70)).unwrap();
@@ -567,8 +902,14 @@ fn store_failures_are_store_unavailable_without_details() {
     let e = issue_kiosk(&k, "demo", "deposit", mon_10()).unwrap_err();
     assert_eq!((e.code(), e.status()), ("store_unavailable", 503));
     let body = serde_json::to_string(&e.body()).unwrap();
-    assert!(!body.contains("hunter2") && !body.contains("10.0.0.5"), "{body}");
-    assert_eq!(k.queue("demo", mon_10()).unwrap_err().code(), "store_unavailable");
+    assert!(
+        !body.contains("hunter2") && !body.contains("10.0.0.5"),
+        "{body}"
+    );
+    assert_eq!(
+        k.queue("demo", mon_10()).unwrap_err().code(),
+        "store_unavailable"
+    );
 }
 
 #[test]
@@ -576,21 +917,42 @@ fn endless_cas_conflicts_end_in_conflict_and_void_the_number() {
     let c = Catalog::dev();
     let s = FaultyStore::default();
     let k = Kiosk::new(&c, &s).with_max_attempts(3);
-    assert_eq!(issue_kiosk(&k, "demo", "deposit", mon_10()).unwrap().number, "A-001");
+    assert_eq!(
+        issue_kiosk(&k, "demo", "deposit", mon_10()).unwrap().number,
+        "A-001"
+    );
     s.with(|f| f.cas_conflict_prefix = Some("queue:".into()));
     let r = req("demo", "deposit", Channel::Kiosk);
     let key = fresh_key(&r);
     let id_random = random();
     let e = k
-        .issue_ticket(&kiosk_caller(), r.clone(), Some(key.clone()), mon_10(), id_random)
+        .issue_ticket(
+            &kiosk_caller(),
+            r.clone(),
+            Some(key.clone()),
+            mon_10(),
+            id_random,
+        )
         .unwrap_err();
     assert_eq!((e.code(), e.status()), ("conflict", 409));
     // The voided ticket's record is gone.
-    assert!(s.inner.get(&format!("ticket:{}", ticket_id(id_random))).unwrap().is_none());
-    assert_eq!(k.call_next(&counter_caller(), "demo", call("1"), mon_10()).unwrap_err().code(), "conflict");
+    assert!(
+        s.inner
+            .get(&format!("ticket:{}", ticket_id(id_random)))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        k.call_next(&counter_caller(), "demo", call("1"), mon_10())
+            .unwrap_err()
+            .code(),
+        "conflict"
+    );
     s.with(|f| f.cas_conflict_prefix = None);
     // The key was released: the retry issues; number 2 was voided (a gap).
-    let v = k.issue_ticket(&kiosk_caller(), r, Some(key), mon_10(), random()).unwrap();
+    let v = k
+        .issue_ticket(&kiosk_caller(), r, Some(key), mon_10(), random())
+        .unwrap();
     assert_eq!(v.number, "A-003");
 }
 
@@ -604,11 +966,18 @@ fn archive_failure_is_healed_by_a_read() {
     k.call_next(&staff, "demo", call("1"), mon_10()).unwrap();
     s.with(|f| f.set_error_prefix = Some("ticket:".into()));
     // The transition itself succeeded.
-    assert_eq!(k.complete(&staff, "demo", &a.id, mon_10()).unwrap().status, TicketStatus::Done);
+    assert_eq!(
+        k.complete(&staff, "demo", &a.id, mon_10()).unwrap().status,
+        TicketStatus::Done
+    );
     s.with(|f| f.set_error_prefix = None);
     // A read within the retention finds it in the queue document and re-archives.
-    assert_eq!(k.ticket(&staff, &a.id, mon_10()).unwrap().status, TicketStatus::Done);
-    let rec = String::from_utf8(s.inner.get(&format!("ticket:{}", a.id)).unwrap().unwrap()).unwrap();
+    assert_eq!(
+        k.ticket(&staff, &a.id, mon_10()).unwrap().status,
+        TicketStatus::Done
+    );
+    let rec =
+        String::from_utf8(s.inner.get(&format!("ticket:{}", a.id)).unwrap().unwrap()).unwrap();
     assert!(rec.contains("\"done\""), "{rec}");
 }
 
@@ -618,11 +987,127 @@ fn repeated_random_is_refused_not_merged() {
     let k = Kiosk::new(&c, &s);
     let r = [7u8; 16];
     let first = k
-        .issue_ticket(&mobile("c1"), req("demo", "deposit", Channel::Mobile), None, mon_10(), r)
+        .issue_ticket(
+            &mobile("c1"),
+            req("demo", "deposit", Channel::Mobile),
+            None,
+            mon_10(),
+            r,
+        )
         .unwrap();
     let e = k
-        .issue_ticket(&mobile("c2"), req("demo", "deposit", Channel::Mobile), None, mon_10(), r)
+        .issue_ticket(
+            &mobile("c2"),
+            req("demo", "deposit", Channel::Mobile),
+            None,
+            mon_10(),
+            r,
+        )
         .unwrap_err();
     assert_eq!(e.code(), "conflict");
-    assert_eq!(k.ticket(&mobile("c1"), &first.id, mon_10()).unwrap().number, "A-001");
+    assert_eq!(
+        k.ticket(&mobile("c1"), &first.id, mon_10()).unwrap().number,
+        "A-001"
+    );
+}
+
+// ------------------------------------------------------------------ round trips
+
+/// Counts store calls, to keep the round-trip budget honest.
+#[derive(Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    calls: std::sync::Mutex<Vec<&'static str>>,
+}
+
+impl CountingStore {
+    fn take(&self) -> Vec<&'static str> {
+        std::mem::take(&mut self.calls.lock().unwrap())
+    }
+    fn log(&self, op: &'static str) {
+        self.calls.lock().unwrap().push(op);
+    }
+}
+
+impl Store for CountingStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.log("get");
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.log("set");
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.log("delete");
+        self.inner.delete(key)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.log("increment");
+        self.inner.increment(key, delta)
+    }
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.log("cas");
+        self.inner.compare_and_swap(key, expected, new)
+    }
+}
+
+#[test]
+fn store_round_trips_per_operation() {
+    let c = Catalog::dev();
+    let s = CountingStore::default();
+    let k = Kiosk::new(&c, &s);
+    let staff = counter_caller();
+    let now = mon_10();
+
+    let a = issue_kiosk(&k, "demo", "deposit", now).unwrap();
+    // idempotency claim, get queue, number, create ticket record, write queue
+    assert_eq!(s.take(), ["cas", "get", "increment", "cas", "cas"]);
+    issue_mobile(&k, "c1", "demo", "deposit", now).unwrap();
+    assert_eq!(s.take().len(), 4);
+
+    k.ticket(&staff, &a.id, now).unwrap();
+    assert_eq!(s.take(), ["get", "get"]);
+    k.queue("demo", now).unwrap();
+    assert_eq!(s.take(), ["get"]);
+
+    k.call_next(&staff, "demo", call("1"), now)
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.take(), ["get", "cas"]);
+    k.recall(&staff, "demo", "1", now).unwrap().unwrap();
+    assert_eq!(s.take(), ["get"]);
+    k.complete(&staff, "demo", &a.id, now).unwrap();
+    assert_eq!(s.take(), ["get", "cas", "set"]);
+    k.ticket(&staff, &a.id, now).unwrap();
+    assert_eq!(s.take(), ["get"]);
+
+    let b = issue_kiosk(&k, "demo", "loan", now).unwrap();
+    s.take();
+    k.transfer(
+        &staff,
+        "demo",
+        &b.id,
+        TransferRequest {
+            service: "fx".into(),
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(s.take(), ["get", "cas"]);
+    k.cancel(&staff, &b.id, now).unwrap();
+    assert_eq!(s.take(), ["get", "get", "cas", "set"]);
+
+    // Nobody waiting for loans: one read, no write.
+    let loans = CallRequest {
+        counter: "2".into(),
+        services: Some(vec!["loan".into()]),
+    };
+    assert_eq!(k.call_next(&staff, "demo", loans, now).unwrap(), None);
+    assert_eq!(s.take(), ["get"]);
 }

@@ -1,0 +1,229 @@
+//! The thin layer every kiosk-api component shares: the domain's [`Store`]
+//! over Spin key-value (`wasi:keyvalue`, store `default`), credentials from
+//! Spin variables, the clock and randomness, and JSON responses with the
+//! domain's stable error codes.
+
+pub mod outbound;
+
+use chrono::{DateTime, Utc};
+use kiosk_domain::{
+    ApiKey, AuthConfig, Caller, Catalog, Credential, DomainError, Store, StoreError,
+};
+use serde::Serialize;
+use spin_sdk::http::{Request, Response};
+use spin_sdk::wit::wasi::keyvalue::atomics::{self, Cas, CasError};
+use spin_sdk::wit::wasi::keyvalue::store::{self, Bucket};
+
+/// The app's state, in the Spin key-value store `default`.
+pub struct KvStore {
+    bucket: Bucket,
+}
+
+impl KvStore {
+    /// Opens the `default` store.
+    pub fn open() -> Result<Self, DomainError> {
+        store::open("default")
+            .map(|bucket| Self { bucket })
+            .map_err(|e| {
+                DomainError::StoreUnavailable(StoreError(format!("opening the store: {e:?}")))
+            })
+    }
+}
+
+fn store_error(what: &str, e: impl std::fmt::Debug) -> StoreError {
+    StoreError(format!("{what}: {e:?}"))
+}
+
+impl Store for KvStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.bucket.get(key).map_err(|e| store_error("get", e))
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.bucket
+            .set(key, value)
+            .map_err(|e| store_error("set", e))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.bucket
+            .delete(key)
+            .map_err(|e| store_error("delete", e))
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        atomics::increment(&self.bucket, key, delta).map_err(|e| store_error("increment", e))
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        let cas = Cas::new(&self.bucket, key).map_err(|e| store_error("cas", e))?;
+        let current = cas.current().map_err(|e| store_error("cas current", e))?;
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        match atomics::swap(cas, new) {
+            Ok(()) => Ok(true),
+            Err(CasError::CasFailed(_)) => Ok(false),
+            Err(CasError::StoreError(e)) => Err(store_error("swap", e)),
+        }
+    }
+}
+
+/// The current time.
+pub fn now() -> DateTime<Utc> {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    DateTime::from_timestamp(since_epoch.as_secs() as i64, since_epoch.subsec_nanos())
+        .unwrap_or_default()
+}
+
+/// 16 bytes from the host's secure random source.
+pub fn random16() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    // wasi:random never fails; a zeroed id would still be unique-checked by the domain.
+    let _ = getrandom::fill(&mut bytes);
+    bytes
+}
+
+/// The branch catalog, from the file the manifest mounts.
+pub fn catalog() -> Result<Catalog, DomainError> {
+    let path =
+        spin_sdk::variables::get("catalog_path").unwrap_or_else(|_| "/catalog/dev.json".into());
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        DomainError::StoreUnavailable(StoreError(format!("reading the catalog {path}: {e}")))
+    })?;
+    Catalog::from_json(&text).map_err(|e| {
+        DomainError::StoreUnavailable(StoreError(format!("invalid catalog {path}: {e}")))
+    })
+}
+
+/// Parses `id:key,id:key` (or a bare `key`, id `default_id`).
+fn api_keys(spec: &str, default_id: &str) -> Vec<ApiKey> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|entry| match entry.split_once(':') {
+            Some((id, key)) => ApiKey {
+                id: id.to_string(),
+                key: key.to_string(),
+            },
+            None => ApiKey {
+                id: default_id.to_string(),
+                key: entry.to_string(),
+            },
+        })
+        .collect()
+}
+
+/// Credentials configured through Spin variables.
+pub fn auth_config() -> AuthConfig {
+    let var = |name: &str| spin_sdk::variables::get(name).unwrap_or_default();
+    AuthConfig {
+        kiosk_keys: api_keys(&var("kiosk_api_keys"), "kiosk"),
+        counter_keys: api_keys(&var("counter_api_keys"), "counter"),
+        mobile_secret: var("mobile_token_secret").into_bytes(),
+    }
+}
+
+/// Who is calling: `Authorization: Bearer <api key | mobile token>`.
+pub fn authenticate(req: &Request, now: DateTime<Utc>) -> Result<Caller, DomainError> {
+    let header = req
+        .header("authorization")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| {
+            DomainError::Unauthorized("missing Authorization: Bearer credentials".into())
+        })?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            DomainError::Unauthorized("Authorization must be `Bearer <credential>`".into())
+        })?
+        .trim();
+    // Mobile tokens are `payload.signature`; API keys have no dot.
+    let credential = if token.contains('.') {
+        Credential::MobileToken(token)
+    } else {
+        Credential::ApiKey(token)
+    };
+    auth_config().authenticate(credential, now)
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(serde_json::to_vec(value).unwrap_or_default())
+        .build()
+}
+
+/// The error response for a domain error: `{"error":{"code","message"}}`.
+pub fn error(e: &DomainError) -> Response {
+    let mut response = json(e.status(), &serde_json::json!({ "error": e.body() }));
+    if matches!(e, DomainError::StoreUnavailable(_)) {
+        response.set_header("retry-after", "1");
+    }
+    if matches!(e, DomainError::Unauthorized(_)) {
+        response.set_header("www-authenticate", "Bearer");
+    }
+    response
+}
+
+/// An error response with a code of the API layer (routing, methods, size).
+pub fn api_error(status: u16, code: &str, message: &str) -> Response {
+    json(
+        status,
+        &serde_json::json!({ "error": { "code": code, "message": message } }),
+    )
+}
+
+/// The request path below the component's route (`spin-path-info`), split
+/// into segments.
+pub fn path_segments(req: &Request) -> Vec<String> {
+    req.header("spin-path-info")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Largest request body the components read.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Refuses bodies over [`MAX_BODY_BYTES`].
+pub fn check_body_size(req: &Request) -> Result<(), Response> {
+    if req.body().len() > MAX_BODY_BYTES {
+        return Err(api_error(
+            413,
+            "body_too_large",
+            &format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_lists_take_ids_or_defaults() {
+        let keys = api_keys("k1:aaa, bbb ,", "kiosk");
+        assert_eq!(keys.len(), 2);
+        assert_eq!((keys[0].id.as_str(), keys[0].key.as_str()), ("k1", "aaa"));
+        assert_eq!(
+            (keys[1].id.as_str(), keys[1].key.as_str()),
+            ("kiosk", "bbb")
+        );
+    }
+}

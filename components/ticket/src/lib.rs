@@ -1,0 +1,72 @@
+//! `/api/v1/tickets`: issue (`POST`), read (`GET /{id}`) and cancel
+//! (`DELETE /{id}`) tickets. Parse, call the domain, answer.
+use kiosk_domain::{DomainError, IdempotencyKey, Kiosk, parse_issue_request};
+use kiosk_spin::{
+    KvStore, api_error, authenticate, catalog, check_body_size, error, json, now, path_segments,
+    random16,
+};
+use spin_sdk::http::{IntoResponse, Method, Request, Response};
+use spin_sdk::http_component;
+
+#[http_component]
+fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    if let Err(response) = check_body_size(&req) {
+        return Ok(response);
+    }
+    let segments = path_segments(&req);
+    let response = match (req.method(), segments.as_slice()) {
+        (Method::Post, []) => serve(|| issue(&req)),
+        (Method::Get, [id]) => serve(|| read(&req, id)),
+        (Method::Delete, [id]) => serve(|| cancel(&req, id)),
+        (_, []) | (_, [_]) => api_error(
+            405,
+            "method_not_allowed",
+            "use POST /api/v1/tickets, GET or DELETE /api/v1/tickets/{id}",
+        ),
+        _ => api_error(404, "not_found", "no such ticket resource"),
+    };
+    Ok(response)
+}
+
+fn serve(f: impl FnOnce() -> Result<Response, DomainError>) -> Response {
+    f().unwrap_or_else(|e| error(&e))
+}
+
+fn issue(req: &Request) -> Result<Response, DomainError> {
+    let at = now();
+    let caller = authenticate(req, at)?;
+    let request = parse_issue_request(req.body())?;
+    let idempotency = match req.header("idempotency-key").and_then(|v| v.as_str()) {
+        Some(key) => Some(IdempotencyKey::for_body(key, req.body())?),
+        None => None,
+    };
+    let catalog = catalog()?;
+    let store = KvStore::open()?;
+    let ticket =
+        Kiosk::new(&catalog, &store).issue_ticket(&caller, request, idempotency, at, random16())?;
+    let mut response = json(201, &ticket);
+    response.set_header("location", format!("/api/v1/tickets/{}", ticket.id));
+    Ok(response)
+}
+
+fn read(req: &Request, id: &str) -> Result<Response, DomainError> {
+    let at = now();
+    let caller = authenticate(req, at)?;
+    let catalog = catalog()?;
+    let store = KvStore::open()?;
+    Ok(json(
+        200,
+        &Kiosk::new(&catalog, &store).ticket(&caller, id, at)?,
+    ))
+}
+
+fn cancel(req: &Request, id: &str) -> Result<Response, DomainError> {
+    let at = now();
+    let caller = authenticate(req, at)?;
+    let catalog = catalog()?;
+    let store = KvStore::open()?;
+    Ok(json(
+        200,
+        &Kiosk::new(&catalog, &store).cancel(&caller, id, at)?,
+    ))
+}

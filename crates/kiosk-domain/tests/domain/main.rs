@@ -1,0 +1,7 @@
+//! Integration tests of kiosk-domain through its public API, over MemoryStore.
+
+mod common;
+mod concurrency;
+mod idempotency;
+mod props;
+mod rules;

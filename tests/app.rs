@@ -1,0 +1,495 @@
+//! The kiosk-api app (spin.toml) on kiosk-host, with the core simulator:
+//! tickets, queues, counters, the core passthrough and health, over real
+//! sockets.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+use support::{CoreSim, Host, client, guest_wasm, repo};
+
+const KIOSK: &str = "Bearer dev-kiosk-key";
+const COUNTER: &str = "Bearer dev-counter-key";
+const MOBILE_SECRET: &str = "dev-mobile-token-secret-do-not-use-in-production";
+
+struct App {
+    _state: tempfile::TempDir,
+    host: Host,
+    core: CoreSim,
+    http: reqwest::Client,
+}
+
+fn start(core_args: &[&str], env: &[(&str, &str)]) -> App {
+    guest_wasm("ticket");
+    let core = CoreSim::start(core_args);
+    let state = tempfile::tempdir().unwrap();
+    let mut env: Vec<(&str, &str)> = env.to_vec();
+    env.push(("SPIN_VARIABLE_CORE_BASE_URL", &core.url));
+    let host = Host::start_with_env(&repo().join("spin.toml"), state.path(), &[], &env);
+    App {
+        _state: state,
+        host,
+        core,
+        http: client(),
+    }
+}
+
+fn mobile_token(customer: &str) -> String {
+    let exp = chrono_now() + 3600;
+    format!(
+        "Bearer {}",
+        kiosk_domain::mint_mobile_token(MOBILE_SECRET.as_bytes(), customer, exp)
+    )
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+impl App {
+    async fn issue(&self, auth: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(self.host.url("/api/v1/tickets"))
+            .header("authorization", auth)
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn call(&self, counter: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.host.url("/api/v1/queues/demo/call"))
+            .header("authorization", COUNTER)
+            .json(&json!({ "counter": counter }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, auth: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(self.host.url(path));
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn deposit() -> Value {
+    json!({"branch": "demo", "service": "deposit", "channel": "kiosk"})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kiosks_issue_numbered_tickets_and_retries_do_not_take_a_second_number() {
+    let app = start(&[], &[]);
+    let (status, first) = app.issue(KIOSK, Some("k-1"), deposit()).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["number"], "A-001");
+    assert_eq!(first["status"], "waiting");
+    assert_eq!(first["waiting_ahead"], 0);
+    // The same key and body: the same ticket, no new number.
+    let (status, again) = app.issue(KIOSK, Some("k-1"), deposit()).await;
+    assert!(status == 201 || status == 200, "{status}");
+    assert_eq!(again["id"], first["id"]);
+    // The same key with another body: 422.
+    let (status, err) = app
+        .issue(
+            KIOSK,
+            Some("k-1"),
+            json!({"branch": "demo", "service": "loan", "channel": "kiosk"}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (422, Some("idempotency_key_mismatch"))
+    );
+    // Kiosks must send a key.
+    let (status, err) = app.issue(KIOSK, None, deposit()).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("idempotency_key_required"))
+    );
+    let (_, second) = app.issue(KIOSK, Some("k-2"), deposit()).await;
+    assert_eq!(second["number"], "A-002");
+    assert_eq!(second["waiting_ahead"], 1);
+    assert!(second["estimated_wait_s"].as_u64().unwrap() > 0);
+    // Unguessable ids, and the ticket can be read back.
+    assert!(first["id"].as_str().unwrap().len() >= 22);
+    let (status, view) = app
+        .get(
+            &format!("/api/v1/tickets/{}", first["id"].as_str().unwrap()),
+            Some(KIOSK),
+        )
+        .await;
+    assert_eq!((status, view["number"].as_str()), (200, Some("A-001")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_precise_errors_and_lose_nothing() {
+    let app = start(&[], &[]);
+    let cases: Vec<(Option<&str>, Value, u16, &str)> = vec![
+        (
+            Some(KIOSK),
+            json!({"branch": "nowhere", "service": "deposit", "channel": "kiosk"}),
+            404,
+            "branch_not_found",
+        ),
+        (
+            Some(KIOSK),
+            json!({"branch": "demo", "service": "mortgage", "channel": "kiosk"}),
+            404,
+            "service_not_found",
+        ),
+        (
+            Some(KIOSK),
+            json!({"branch": "demo", "service": "deposit", "channel": "kiosk", "extra": 1}),
+            400,
+            "invalid_request",
+        ),
+        (Some("Bearer wrong-key"), deposit(), 401, "unauthorized"),
+        (None, deposit(), 401, "unauthorized"),
+    ];
+    for (i, (auth, body, status, code)) in cases.into_iter().enumerate() {
+        let mut request = app
+            .http
+            .post(app.host.url("/api/v1/tickets"))
+            .header("idempotency-key", format!("bad-{i}"))
+            .json(&body);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "case {i}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "case {i}: {body}");
+    }
+    let malformed = app
+        .http
+        .post(app.host.url("/api/v1/tickets"))
+        .header("authorization", KIOSK)
+        .header("idempotency-key", "malformed")
+        .body("{\"branch\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let oversized = app
+        .http
+        .post(app.host.url("/api/v1/tickets"))
+        .header("authorization", KIOSK)
+        .header("idempotency-key", "big")
+        .body(vec![b' '; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status(), 413);
+    // None of that took a number.
+    let (_, ticket) = app.issue(KIOSK, Some("good"), deposit()).await;
+    assert_eq!(ticket["number"], "A-001");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_phone_holds_one_ticket_per_branch_and_sees_only_its_own() {
+    let app = start(&[], &[]);
+    let alice = mobile_token("alice");
+    let bob = mobile_token("bob");
+    let body = json!({"branch": "demo", "service": "loan", "channel": "mobile"});
+    let (status, ticket) = app.issue(&alice, Some("a-1"), body.clone()).await;
+    assert_eq!(status, 201, "{ticket}");
+    assert_eq!(ticket["number"], "B-001");
+    let (status, err) = app.issue(&alice, Some("a-2"), body.clone()).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("already_has_ticket"))
+    );
+    let path = format!("/api/v1/tickets/{}", ticket["id"].as_str().unwrap());
+    assert_eq!(app.get(&path, Some(&alice)).await.0, 200);
+    assert_eq!(
+        app.get(&path, Some(&bob)).await.0,
+        404,
+        "another phone must not see it"
+    );
+    // A phone cannot act as a counter.
+    let response = app
+        .http
+        .post(app.host.url("/api/v1/queues/demo/call"))
+        .header("authorization", &alice)
+        .json(&json!({"counter": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // A forged token is refused.
+    let forged = format!(
+        "Bearer {}",
+        kiosk_domain::mint_mobile_token(b"not-the-secret", "alice", chrono_now() + 60)
+    );
+    assert_eq!(app.issue(&forged, Some("f"), body.clone()).await.0, 401);
+    // Cancelling frees the phone to take a new ticket.
+    let cancelled = app
+        .http
+        .delete(app.host.url(&path))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let (status, _) = app.issue(&alice, Some("a-3"), body).await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn counters_call_oldest_first_and_never_the_same_ticket() {
+    let app = start(&[], &[]);
+    let mut issued = Vec::new();
+    for i in 0..12 {
+        let service = ["deposit", "loan", "fx"][i % 3];
+        let (status, t) = app
+            .issue(
+                KIOSK,
+                Some(&format!("t-{i}")),
+                json!({"branch": "demo", "service": service, "channel": "kiosk"}),
+            )
+            .await;
+        assert_eq!(status, 201);
+        issued.push(t["id"].as_str().unwrap().to_string());
+    }
+    // Three counters call at once until nobody waits.
+    let mut tasks = Vec::new();
+    for counter in ["1", "2", "3"] {
+        let http = app.http.clone();
+        let url = app.host.url("/api/v1/queues/demo");
+        tasks.push(tokio::spawn(async move {
+            let mut called = Vec::new();
+            loop {
+                let response = http
+                    .post(format!("{url}/call"))
+                    .header("authorization", COUNTER)
+                    .json(&json!({"counter": counter}))
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status().as_u16() {
+                    204 => break,
+                    200 => {
+                        let t: Value = response.json().await.unwrap();
+                        assert_eq!(t["status"], "called");
+                        assert_eq!(t["counter"], counter);
+                        let id = t["id"].as_str().unwrap().to_string();
+                        called.push(id.clone());
+                        let done = http
+                            .post(format!("{url}/tickets/{id}/complete"))
+                            .header("authorization", COUNTER)
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(done.status(), 200);
+                    }
+                    409 => continue, // lost a race for the queue: call again
+                    other => panic!("call answered {other}: {}", response.text().await.unwrap()),
+                }
+            }
+            called
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let unique: BTreeSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 12, "every ticket called once");
+    assert_eq!(unique.len(), 12, "a ticket was called twice");
+    let (_, board) = app.get("/api/v1/queues/demo", None).await;
+    assert!(
+        board["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["waiting"] == 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queue_board_and_counter_actions() {
+    let app = start(&[], &[]);
+    let (_, a1) = app.issue(KIOSK, Some("1"), deposit()).await;
+    let (_, a2) = app.issue(KIOSK, Some("2"), deposit()).await;
+    let (status, board) = app.get("/api/v1/queues/demo", None).await;
+    assert_eq!(status, 200);
+    let deposit_row = board["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "deposit")
+        .unwrap();
+    assert_eq!(deposit_row["waiting"], 2);
+    assert_eq!(deposit_row["last_issued"], "A-002");
+    assert_eq!(board["counters_open"], json!(["1", "2", "3"]));
+    let (status, called) = app.call("2").await;
+    assert_eq!((status, called["id"].clone()), (200, a1["id"].clone()));
+    // A called ticket cannot be cancelled.
+    let path = format!("/api/v1/tickets/{}", a1["id"].as_str().unwrap());
+    let cancel = app
+        .http
+        .delete(app.host.url(&path))
+        .header("authorization", COUNTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 409);
+    // Transfer the called ticket to loans; it keeps its number.
+    let id = a1["id"].as_str().unwrap();
+    let moved = app
+        .http
+        .post(
+            app.host
+                .url(&format!("/api/v1/queues/demo/tickets/{id}/transfer")),
+        )
+        .header("authorization", COUNTER)
+        .json(&json!({"service": "loan"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let moved: Value = moved.json().await.unwrap();
+    assert_eq!(
+        (moved["service"].as_str(), moved["number"].as_str()),
+        (Some("loan"), Some("A-001"))
+    );
+    let (_, next) = app.call("2").await;
+    assert!(next["id"] == a1["id"] || next["id"] == a2["id"]);
+    let no_show = app
+        .http
+        .post(app.host.url(&format!(
+            "/api/v1/queues/demo/tickets/{}/no-show",
+            next["id"].as_str().unwrap()
+        )))
+        .header("authorization", COUNTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_show.status(), 200);
+    assert_eq!(no_show.json::<Value>().await.unwrap()["status"], "no_show");
+    let unknown = app.get("/api/v1/queues/nowhere", None).await;
+    assert_eq!(
+        (unknown.0, unknown.1["error"]["code"].as_str()),
+        (404, Some("branch_not_found"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_core_passthrough_forwards_only_allowed_calls_without_client_credentials() {
+    let app = start(&[], &[]);
+    let response = app
+        .http
+        .get(app.host.url("/api/v1/core/customers/c-42?fields=name"))
+        .header("authorization", KIOSK)
+        .header("cookie", "session=secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["customer_ref"],
+        "c-42"
+    );
+    let seen = app.core.requests();
+    let last = seen.as_array().unwrap().last().unwrap();
+    assert_eq!(last["path"], "/customers/c-42");
+    assert_eq!(last["query"], "fields=name");
+    let headers = last["headers"].as_object().unwrap();
+    assert!(
+        !headers.contains_key("authorization"),
+        "client credentials reached the core"
+    );
+    assert!(!headers.contains_key("cookie"));
+    assert_eq!(headers["x-request-id"], request_id.as_str());
+
+    let denied = app
+        .http
+        .delete(app.host.url("/api/v1/core/customers/c-42"))
+        .header("authorization", KIOSK)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    assert_eq!(
+        app.core.requests().as_array().unwrap().len(),
+        1,
+        "a denied call reached the core"
+    );
+    let phone = mobile_token("alice");
+    let as_phone = app
+        .http
+        .get(app.host.url("/api/v1/core/customers/c-42"))
+        .header("authorization", phone)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_phone.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_or_hung_core_is_core_unavailable_and_health_degrades_fast() {
+    let failing = start(&["--fail-every", "1"], &[]);
+    let response = failing
+        .http
+        .get(failing.host.url("/api/v1/core/accounts/1/balance"))
+        .header("authorization", COUNTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"]["code"],
+        "core_unavailable"
+    );
+
+    let hung = start(&["--hang"], &[("SPIN_VARIABLE_CORE_TIMEOUT_MS", "300")]);
+    let response = hung
+        .http
+        .get(hung.host.url("/api/v1/core/accounts/1/balance"))
+        .header("authorization", COUNTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"]["code"],
+        "core_unavailable"
+    );
+    let (status, health) = hung.get("/health", None).await;
+    assert_eq!(
+        status, 200,
+        "a slow core degrades health, it does not fail it"
+    );
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["checks"]["store"], "ok");
+    // Tickets are still issued while the core is down.
+    assert_eq!(hung.issue(KIOSK, Some("x"), deposit()).await.0, 201);
+
+    let (status, health) = failing.get("/health", None).await;
+    assert_eq!(
+        (status, health["checks"]["store"].as_str()),
+        (200, Some("ok"))
+    );
+}

@@ -493,3 +493,273 @@ async fn a_failing_or_hung_core_is_core_unavailable_and_health_degrades_fast() {
         (200, Some("ok"))
     );
 }
+
+/// Sends `method path` with `auth` and `body`, and checks the answer
+/// against api/openapi.json under `template`.
+async fn exchange(
+    app: &App,
+    api: &support::openapi::OpenApi,
+    (method, path, template): (&str, &str, &str),
+    auth: Option<&str>,
+    body: Option<Value>,
+    idempotency_key: Option<&str>,
+) -> (u16, Value) {
+    let mut request = app
+        .http
+        .request(method.parse().unwrap(), app.host.url(path));
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    if let Some(key) = idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    };
+    api.check(method, template, status, &value);
+    (status, value)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_match_the_openapi_document() {
+    let api = support::openapi::OpenApi::load();
+    let app = start(&[], &[]);
+    let tickets = "/api/v1/tickets";
+    let (_, t1) = exchange(
+        &app,
+        &api,
+        ("POST", tickets, tickets),
+        Some(KIOSK),
+        Some(deposit()),
+        Some("c1"),
+    )
+    .await;
+    let (_, t2) = exchange(
+        &app,
+        &api,
+        ("POST", tickets, tickets),
+        Some(KIOSK),
+        Some(deposit()),
+        Some("c2"),
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        ("POST", tickets, tickets),
+        Some(KIOSK),
+        Some(deposit()),
+        None,
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        ("POST", tickets, tickets),
+        None,
+        Some(deposit()),
+        Some("c3"),
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        ("POST", tickets, tickets),
+        Some(KIOSK),
+        Some(json!({"branch": "x"})),
+        Some("c4"),
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        ("POST", tickets, tickets),
+        Some(KIOSK),
+        Some(json!({"branch": "demo", "service": "loan", "channel": "kiosk"})),
+        Some("c1"),
+    )
+    .await;
+    let id1 = t1["id"].as_str().unwrap();
+    let id2 = t2["id"].as_str().unwrap();
+    let one = format!("/api/v1/tickets/{id1}");
+    exchange(
+        &app,
+        &api,
+        ("GET", &one, "/api/v1/tickets/{id}"),
+        Some(KIOSK),
+        None,
+        None,
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        ("GET", "/api/v1/tickets/nope", "/api/v1/tickets/{id}"),
+        Some(KIOSK),
+        None,
+        None,
+    )
+    .await;
+    let board = "/api/v1/queues/{branch}";
+    exchange(
+        &app,
+        &api,
+        ("GET", "/api/v1/queues/demo", board),
+        None,
+        None,
+        None,
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        ("GET", "/api/v1/queues/nope", board),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let call = (
+        "POST",
+        "/api/v1/queues/demo/call",
+        "/api/v1/queues/{branch}/call",
+    );
+    let (status, called) = exchange(
+        &app,
+        &api,
+        call,
+        Some(COUNTER),
+        Some(json!({"counter": "1"})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    exchange(
+        &app,
+        &api,
+        ("DELETE", &one, "/api/v1/tickets/{id}"),
+        Some(COUNTER),
+        None,
+        None,
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        (
+            "POST",
+            "/api/v1/queues/demo/recall",
+            "/api/v1/queues/{branch}/recall",
+        ),
+        Some(COUNTER),
+        Some(json!({"counter": "1"})),
+        None,
+    )
+    .await;
+    let action = |a: &str| {
+        format!(
+            "/api/v1/queues/demo/tickets/{}/{a}",
+            called["id"].as_str().unwrap()
+        )
+    };
+    let transfer = action("transfer");
+    exchange(
+        &app,
+        &api,
+        (
+            "POST",
+            &transfer,
+            "/api/v1/queues/{branch}/tickets/{id}/transfer",
+        ),
+        Some(COUNTER),
+        Some(json!({"service": "fx"})),
+        None,
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        call,
+        Some(COUNTER),
+        Some(json!({"counter": "2"})),
+        None,
+    )
+    .await;
+    let complete = action("complete");
+    exchange(
+        &app,
+        &api,
+        (
+            "POST",
+            &complete,
+            "/api/v1/queues/{branch}/tickets/{id}/complete",
+        ),
+        Some(COUNTER),
+        None,
+        None,
+    )
+    .await;
+    let no_show = format!("/api/v1/queues/demo/tickets/{id2}/no-show");
+    exchange(
+        &app,
+        &api,
+        (
+            "POST",
+            &no_show,
+            "/api/v1/queues/{branch}/tickets/{id}/no-show",
+        ),
+        Some(COUNTER),
+        None,
+        None,
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        (
+            "DELETE",
+            &format!("/api/v1/tickets/{id2}"),
+            "/api/v1/tickets/{id}",
+        ),
+        Some(COUNTER),
+        None,
+        None,
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        call,
+        Some(COUNTER),
+        Some(json!({"counter": "3"})),
+        None,
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        ("GET", "/api/v1/core/customers/c-1", "/api/v1/core/{path}"),
+        Some(KIOSK),
+        None,
+        None,
+    )
+    .await;
+    exchange(
+        &app,
+        &api,
+        ("GET", "/api/v1/core/secrets", "/api/v1/core/{path}"),
+        Some(KIOSK),
+        None,
+        None,
+    )
+    .await;
+    exchange(&app, &api, ("GET", "/health", "/health"), None, None, None).await;
+}

@@ -2,6 +2,8 @@
 //! it over real sockets.
 #![allow(dead_code)]
 
+pub mod openapi;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

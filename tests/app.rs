@@ -763,3 +763,95 @@ async fn responses_match_the_openapi_document() {
     .await;
     exchange(&app, &api, ("GET", "/health", "/health"), None, None, None).await;
 }
+
+/// 8 clients × 200 tickets at once on one service, through `hosts`: the
+/// numbers are exactly A-001 … A-1600.
+async fn issue_concurrently(hosts: &[&Host]) {
+    let http = client();
+    let tasks: Vec<_> = (0..8)
+        .map(|client_no| {
+            let http = http.clone();
+            let url = hosts[client_no % hosts.len()].url("/api/v1/tickets");
+            tokio::spawn(async move {
+                let mut numbers = Vec::with_capacity(200);
+                for i in 0..200 {
+                    let response = http
+                        .post(&url)
+                        .header("authorization", KIOSK)
+                        .header("idempotency-key", format!("load-{client_no}-{i}"))
+                        .json(&deposit())
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status();
+                    let body: Value = response.json().await.unwrap();
+                    assert_eq!(status, 201, "{body}");
+                    let number = body["number"].as_str().unwrap();
+                    numbers.push(number.trim_start_matches("A-").parse::<u32>().unwrap());
+                }
+                numbers
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=1600).collect::<Vec<u32>>(),
+        "numbers repeated or skipped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_issues_on_the_embedded_store_get_exactly_1_to_1600() {
+    let app = start(&[], &[]);
+    issue_concurrently(&[&app.host]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_issues_through_two_hosts_sharing_redis_get_exactly_1_to_1600() {
+    guest_wasm("ticket");
+    let redis = kiosk_kv::testing::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}/0\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let args = ["--runtime-config-file", config.to_str().unwrap()];
+    let manifest = repo().join("spin.toml");
+    let a = Host::start_with_env(&manifest, &dir.path().join("a"), &args, &[]);
+    let b = Host::start_with_env(&manifest, &dir.path().join("b"), &args, &[]);
+    issue_concurrently(&[&a, &b]).await;
+    // Both hosts see the same queue.
+    let board: Value = client()
+        .get(b.url("/api/v1/queues/demo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(board["services"][0]["last_issued"], "A-1600");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_core_within_its_timeout_still_answers() {
+    let app = start(&["--latency-ms", "100"], &[]);
+    let response = app
+        .http
+        .get(app.host.url("/api/v1/core/accounts/7/balance"))
+        .header("authorization", COUNTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["account"], "7");
+}

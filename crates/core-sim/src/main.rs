@@ -9,6 +9,8 @@
 //! - `POST /transfers` (echoes the body with an id)
 //! - `GET /_sim/requests`: the last 100 requests received (method, path,
 //!   headers), so tests can check what the API forwarded.
+//! - `GET /_sim/stats`: requests received, in flight now, and the most in
+//!   flight at once (what the API let through to the core).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -35,9 +37,12 @@ struct Args {
     /// Delay before every answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
-    /// Answer 503 to every Nth request (0: never).
+    /// Answer 503 to every Nth request (0: never; 1: an outage).
     #[arg(long, default_value_t = 0)]
     fail_every: u64,
+    /// Answer 503 to this fraction of requests, at random (0.0 to 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
     /// Accept connections but never answer (a hung core).
     #[arg(long)]
     hang: bool,
@@ -46,6 +51,8 @@ struct Args {
 struct Sim {
     args: Args,
     seen: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
     log: Mutex<VecDeque<serde_json::Value>>,
 }
 
@@ -57,6 +64,8 @@ async fn main() -> std::io::Result<()> {
     let sim = Arc::new(Sim {
         args,
         seen: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        max_in_flight: AtomicU64::new(0),
         log: Mutex::new(VecDeque::new()),
     });
     loop {
@@ -85,6 +94,24 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
     response
 }
 
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A cheap pseudo-random fraction in [0, 1) from the request count.
+fn fraction(n: u64) -> f64 {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 29;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 impl Sim {
     async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method().clone();
@@ -93,6 +120,20 @@ impl Sim {
             let log: Vec<_> = self.log.lock().await.iter().cloned().collect();
             return json(StatusCode::OK, serde_json::Value::Array(log));
         }
+        if path == "/_sim/stats" {
+            return json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "received": self.seen.load(Ordering::Relaxed),
+                    "in_flight": self.in_flight.load(Ordering::Relaxed),
+                    "max_in_flight": self.max_in_flight.load(Ordering::Relaxed),
+                }),
+            );
+        }
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        let _in_flight = InFlight(&self.in_flight);
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
         let headers: serde_json::Map<String, serde_json::Value> = req
             .headers()
             .iter()
@@ -120,8 +161,9 @@ impl Sim {
         if self.args.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.args.latency_ms)).await;
         }
-        let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.args.fail_every > 0 && n.is_multiple_of(self.args.fail_every) {
+        if (self.args.fail_every > 0 && n.is_multiple_of(self.args.fail_every))
+            || fraction(n) < self.args.error_rate
+        {
             return json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({"error": "core maintenance"}),

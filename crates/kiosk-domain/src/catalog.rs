@@ -99,7 +99,9 @@ pub struct Service {
     pub name: String,
     /// One uppercase ASCII letter, unique within the branch.
     pub code: char,
-    /// Default service time per customer, in minutes (≥ 1).
+    /// Default service time per customer, in minutes (1..=1440). Waiting
+    /// estimates use it until the service has enough measured service times
+    /// (see [`crate::average_service_s`]).
     pub minutes: u32,
 }
 

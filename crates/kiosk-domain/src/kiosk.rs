@@ -14,7 +14,17 @@ use crate::queue::{QueueDoc, TicketRecord, format_number};
 use crate::store::{Store, StoreError};
 
 /// Default number of compare-and-swap attempts per operation before `conflict`.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;
+///
+/// The queue update is lock-free: every round of racing compare-and-swaps on
+/// a queue document has a winner, so the branch as a whole always makes
+/// progress, but one request can keep losing. With many concurrent clients
+/// on one branch (e.g. 8 issuers) a small budget such as 16 does run out
+/// now and then, which fails the request with `conflict` and, for an issue,
+/// voids its number (a gap). 256 makes that rare; a request that loses
+/// every time still ends (with `conflict`) after at most 256 reads and
+/// writes of the queue document. Set per [`Kiosk`] with
+/// [`Kiosk::with_max_attempts`].
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 256;
 
 /// Idempotency records are honoured for this long after the first request;
 /// older records count as absent.
@@ -125,7 +135,8 @@ impl<'a, S: Store> Kiosk<'a, S> {
         }
     }
 
-    /// Sets the compare-and-swap attempts per operation (at least 1).
+    /// Sets the compare-and-swap attempts per operation (at least 1; the
+    /// default is [`DEFAULT_MAX_ATTEMPTS`]).
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
@@ -460,11 +471,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
                     waiting,
                     now_serving: today_only(marks.and_then(|m| m.last_called.as_ref())),
                     last_issued: today_only(marks.and_then(|m| m.last_issued.as_ref())),
-                    estimated_wait_s: crate::estimate_wait_s(
-                        waiting,
-                        s.minutes,
-                        branch.counters_serving(&s.id),
-                    ),
+                    estimated_wait_s: doc.estimate_wait_s(branch, s, waiting),
                 }
             })
             .collect();
@@ -661,6 +668,11 @@ impl<'a, S: Store> Kiosk<'a, S> {
     }
 
     /// Marks a called ticket done. Completing a done ticket returns it unchanged.
+    ///
+    /// Its service time (`now − called_at`) is recorded for the service it
+    /// was completed in, in the same queue document write, unless it is ≤ 0 s
+    /// or longer than [`MAX_SERVICE_TIME`](crate::MAX_SERVICE_TIME); waiting
+    /// estimates average the last [`SERVICE_TIME_SAMPLES`](crate::SERVICE_TIME_SAMPLES).
     pub fn complete(
         &self,
         caller: &Caller,
@@ -726,7 +738,15 @@ impl<'a, S: Store> Kiosk<'a, S> {
             }
             t.status = target;
             t.finished_at = Some(now);
-            Ok(Step::Write(Some((t.clone(), true))))
+            let t = t.clone();
+            if target == TicketStatus::Done
+                && let Some(called_at) = t.called_at
+            {
+                // In the same write: the service it was completed in (after
+                // any transfer), timed from its latest call.
+                doc.record_service_time(&t.service, called_at, now);
+            }
+            Ok(Step::Write(Some((t, true))))
         })?;
         match outcome {
             Some((t, written)) => {

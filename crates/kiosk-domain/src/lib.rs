@@ -16,7 +16,15 @@
 //!   first (`already_has_ticket`), or the store failed mid-way (`store_unavailable`).
 //! - Tickets are issued only within business hours (`branch_closed`, 409).
 //! - A phone holds at most one active (waiting or called) ticket per branch.
-//! - Waiting estimate: see [`estimate_wait_s`].
+//! - Waiting estimate: `estimated_wait_s = waiting_ahead × average service
+//!   time / counters serving the service` ([`estimate_wait_s`]), where the
+//!   average service time is the mean of the service's last
+//!   [`SERVICE_TIME_SAMPLES`] measured service times once there are at least
+//!   [`MIN_SERVICE_TIME_SAMPLES`], else the catalog's default minutes × 60
+//!   ([`average_service_s`]). A service time is `completed_at − called_at` of
+//!   a completed ticket, recorded for the service it was completed in;
+//!   no-shows, cancels and samples ≤ 0 s or over [`MAX_SERVICE_TIME`] are not
+//!   recorded.
 //! - Counters call the oldest waiting ticket (by issue time, across the
 //!   services they serve); a counter must finish (complete, no-show or
 //!   transfer) its called ticket before calling the next one.
@@ -24,7 +32,7 @@
 //! # Store layout
 //! | key | value | written by |
 //! | --- | --- | --- |
-//! | `queue:{branch}` | JSON queue document: active tickets, tickets finished in the last 15 min, per-service last issued / last called marks | compare-and-swap only |
+//! | `queue:{branch}` | JSON queue document: active tickets, tickets finished in the last 15 min, per-service last issued / last called marks and last 20 service times | compare-and-swap only |
 //! | `seq:{branch}:{service}:{YYYY-MM-DD}` | number counter of a local business day | `increment` only |
 //! | `ticket:{id}` | JSON ticket record: created (CAS on absent) at issue, overwritten once with the final state (archive) | issue, finishing transitions |
 //! | `idem:{scope}:{key}` | JSON `{fp, ticket, at}` idempotency record; `scope` is `kiosk/{id}` or `mobile/{customer_ref}`; `:` and `%` in scope and key are %-escaped | compare-and-swap only |
@@ -51,21 +59,43 @@ pub use model::{
     MAX_IDEMPOTENCY_KEY_LEN, QueueView, ServiceQueueView, TicketStatus, TicketView,
     TransferRequest, fingerprint, parse_call_request, parse_issue_request, parse_transfer_request,
 };
-pub use queue::{FINISHED_RETENTION, format_number};
+pub use queue::{
+    FINISHED_RETENTION, MAX_SERVICE_TIME, MIN_SERVICE_TIME_SAMPLES, SERVICE_TIME_SAMPLES,
+    format_number,
+};
 pub use store::{MemoryStore, Store, StoreError};
 
 /// Estimated wait in seconds for a ticket with `waiting_ahead` tickets before it:
 ///
-/// `waiting_ahead × service_minutes × 60 / counters_serving`, rounded down
-/// (0 if no counter serves the service). Each counter serving the service is
-/// assumed to take one customer every `service_minutes`; the service's
-/// default minutes from the catalog are used, not measured times. It is 0 for
-/// the first in line and never decreases as `waiting_ahead` grows.
-pub fn estimate_wait_s(waiting_ahead: u32, service_minutes: u32, counters_serving: u32) -> u64 {
+/// `waiting_ahead × service_s / counters_serving`, rounded down (0 if no
+/// counter serves the service). Each counter serving the service is assumed
+/// to take one customer every `service_s` seconds. The operations pass the
+/// service's [`average_service_s`]: the moving average of its recent measured
+/// service times, or the catalog's default minutes × 60 until there are
+/// enough. It is 0 for the first in line and never decreases as
+/// `waiting_ahead` grows.
+pub fn estimate_wait_s(waiting_ahead: u32, service_s: u32, counters_serving: u32) -> u64 {
     if counters_serving == 0 {
         return 0;
     }
-    u64::from(waiting_ahead) * u64::from(service_minutes) * 60 / u64::from(counters_serving)
+    u64::from(waiting_ahead) * u64::from(service_s) / u64::from(counters_serving)
+}
+
+/// Average service time in seconds of one service: the mean of `samples`
+/// (rounded down) when there are at least [`MIN_SERVICE_TIME_SAMPLES`],
+/// otherwise `default_s` (the catalog's default minutes × 60).
+///
+/// `samples` are the service times recorded in the queue document (the last
+/// [`SERVICE_TIME_SAMPLES`] completions, each in `1..=`[`MAX_SERVICE_TIME`]);
+/// this function averages whatever it is given. The mean lies between the
+/// smallest and the largest sample.
+pub fn average_service_s(samples: &[u32], default_s: u32) -> u32 {
+    if samples.len() < MIN_SERVICE_TIME_SAMPLES {
+        return default_s;
+    }
+    let sum: u64 = samples.iter().map(|&s| u64::from(s)).sum();
+    // The mean of u32 values is at most their maximum, so it fits.
+    u32::try_from(sum / samples.len() as u64).expect("mean of u32 values fits in u32")
 }
 
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
@@ -97,15 +127,38 @@ mod tests {
 
     #[test]
     fn estimate_formula() {
-        assert_eq!(estimate_wait_s(0, 5, 3), 0);
-        assert_eq!(estimate_wait_s(1, 5, 3), 100);
-        assert_eq!(estimate_wait_s(3, 5, 3), 300);
-        assert_eq!(estimate_wait_s(2, 15, 1), 1800);
-        assert_eq!(estimate_wait_s(5, 15, 0), 0);
+        assert_eq!(estimate_wait_s(0, 300, 3), 0);
+        assert_eq!(estimate_wait_s(1, 300, 3), 100);
+        assert_eq!(estimate_wait_s(3, 300, 3), 300);
+        assert_eq!(estimate_wait_s(2, 900, 1), 1800);
+        assert_eq!(estimate_wait_s(5, 900, 0), 0);
+        // Rounded down.
+        assert_eq!(estimate_wait_s(1, 100, 3), 33);
+        assert_eq!(estimate_wait_s(2, 100, 3), 66);
         assert_eq!(
-            estimate_wait_s(u32::MAX, 1440, 1),
+            estimate_wait_s(u32::MAX, 86_400, 1),
             u64::from(u32::MAX) * 86_400
         );
+        assert_eq!(
+            estimate_wait_s(u32::MAX, u32::MAX, 1),
+            u64::from(u32::MAX) * u64::from(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn average_uses_the_default_below_five_samples() {
+        assert_eq!(average_service_s(&[], 300), 300);
+        assert_eq!(average_service_s(&[60], 300), 300);
+        assert_eq!(average_service_s(&[60, 60, 60, 60], 300), 300);
+    }
+
+    #[test]
+    fn average_is_the_mean_from_five_samples() {
+        assert_eq!(average_service_s(&[60, 90, 120, 150, 180], 300), 120);
+        // Rounded down: 601 / 5.
+        assert_eq!(average_service_s(&[100, 100, 100, 100, 201], 300), 120);
+        assert_eq!(average_service_s(&[1; 20], 300), 1);
+        assert_eq!(average_service_s(&[u32::MAX; 20], 300), u32::MAX);
     }
 
     #[test]
@@ -125,13 +178,49 @@ mod tests {
         #[test]
         fn estimate_is_monotone_and_zero_first(
             ahead in 0u32..10_000, extra in 0u32..10_000,
-            minutes in 1u32..=1440, counters in 1u32..50,
+            service_s in 1u32..=86_400, counters in 1u32..50,
         ) {
-            proptest::prop_assert_eq!(estimate_wait_s(0, minutes, counters), 0);
+            proptest::prop_assert_eq!(estimate_wait_s(0, service_s, counters), 0);
             proptest::prop_assert!(
-                estimate_wait_s(ahead, minutes, counters)
-                    <= estimate_wait_s(ahead + extra, minutes, counters)
+                estimate_wait_s(ahead, service_s, counters)
+                    <= estimate_wait_s(ahead + extra, service_s, counters)
             );
+        }
+
+        #[test]
+        fn estimate_is_never_negative_and_never_exceeds_one_counter(
+            ahead in proptest::prelude::any::<u32>(),
+            service_s in proptest::prelude::any::<u32>(),
+            counters in proptest::prelude::any::<u32>(),
+        ) {
+            // u64 cannot be negative; it also cannot overflow and is at most
+            // what a single counter would take.
+            let e = estimate_wait_s(ahead, service_s, counters);
+            proptest::prop_assert!(e <= u64::from(ahead) * u64::from(service_s));
+        }
+
+        #[test]
+        fn average_lies_between_min_and_max_sample(
+            samples in proptest::collection::vec(1u32..=14_400, 0..=SERVICE_TIME_SAMPLES),
+            default_s in 60u32..=86_400,
+        ) {
+            let avg = average_service_s(&samples, default_s);
+            if samples.len() < MIN_SERVICE_TIME_SAMPLES {
+                proptest::prop_assert_eq!(avg, default_s);
+            } else {
+                let min = *samples.iter().min().unwrap();
+                let max = *samples.iter().max().unwrap();
+                proptest::prop_assert!(min <= avg && avg <= max, "{} not in {}..={}", avg, min, max);
+            }
+        }
+
+        #[test]
+        fn average_of_any_u32_samples_lies_between_min_and_max(
+            samples in proptest::collection::vec(proptest::prelude::any::<u32>(), 5..64),
+        ) {
+            let avg = average_service_s(&samples, 300);
+            proptest::prop_assert!(*samples.iter().min().unwrap() <= avg);
+            proptest::prop_assert!(avg <= *samples.iter().max().unwrap());
         }
 
         #[test]

@@ -87,7 +87,9 @@ pub struct TicketView {
     pub issued_at: DateTime<Utc>,
     /// Waiting tickets of the same service issued earlier (0 unless waiting).
     pub waiting_ahead: u32,
-    /// See [`crate::estimate_wait_s`] (0 unless waiting).
+    /// `waiting_ahead × average service time / counters serving the service`
+    /// in seconds, rounded down: see [`crate::estimate_wait_s`] and
+    /// [`crate::average_service_s`] (0 unless waiting).
     pub estimated_wait_s: u64,
     /// The counter that called it (while called, and after done / no-show).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,7 +109,9 @@ pub struct ServiceQueueView {
     pub now_serving: Option<String>,
     /// Number most recently issued for this service today (local day), if any.
     pub last_issued: Option<String>,
-    /// Estimated wait for a ticket issued now: `estimate_wait_s(waiting, …)`.
+    /// Estimated wait in seconds for a ticket issued now:
+    /// `waiting × average service time / counters serving the service`
+    /// ([`crate::estimate_wait_s`] with [`crate::average_service_s`]).
     pub estimated_wait_s: u64,
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Branch;
+use crate::catalog::{Branch, Service};
 use crate::model::{Channel, TicketStatus, TicketView};
 
 /// How long a finished (done / no-show / cancelled) ticket stays in the queue
@@ -15,6 +15,18 @@ use crate::model::{Channel, TicketStatus, TicketView};
 /// crash between the two writes does not lose the final state (a read finding
 /// it here re-archives it).
 pub const FINISHED_RETENTION: TimeDelta = TimeDelta::minutes(15);
+
+/// How many service times the queue document keeps per service (the most
+/// recent ones; older ones are dropped as new ones come in).
+pub const SERVICE_TIME_SAMPLES: usize = 20;
+
+/// How many recorded service times a service needs before its average
+/// replaces the catalog's default minutes in waiting estimates.
+pub const MIN_SERVICE_TIME_SAMPLES: usize = 5;
+
+/// Longest plausible service time. A completed ticket whose service time
+/// (completed − called) is longer than this, or not positive, is not recorded.
+pub const MAX_SERVICE_TIME: TimeDelta = TimeDelta::hours(4);
 
 /// One ticket. Stored in the queue document while active (and shortly after),
 /// and as `ticket:{id}` (written at issue, overwritten with the final state).
@@ -62,7 +74,8 @@ impl TicketRecord {
     }
 
     /// The API view; `doc` (the branch's queue document) gives the position
-    /// of a waiting ticket, `branch` the service minutes and counters.
+    /// of a waiting ticket and its service's recorded service times, `branch`
+    /// the service's default minutes and counters.
     pub fn view(&self, branch: Option<&Branch>, doc: Option<&QueueDoc>) -> TicketView {
         let (waiting_ahead, estimated_wait_s) = match (self.status, doc) {
             (TicketStatus::Waiting, Some(doc)) => {
@@ -70,11 +83,7 @@ impl TicketRecord {
                 let estimate = branch
                     .and_then(|b| {
                         let s = b.service(&self.service)?;
-                        Some(crate::estimate_wait_s(
-                            ahead,
-                            s.minutes,
-                            b.counters_serving(&s.id),
-                        ))
+                        Some(doc.estimate_wait_s(b, s, ahead))
                     })
                     .unwrap_or(0);
                 (ahead, estimate)
@@ -110,16 +119,22 @@ pub(crate) struct Mark {
     pub day: NaiveDate,
 }
 
+/// Per-service state in the queue document.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ServiceMarks {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_issued: Option<Mark>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_called: Option<Mark>,
+    /// Service times in seconds of the last [`SERVICE_TIME_SAMPLES`] tickets
+    /// completed in this service, oldest first. Absent in documents written
+    /// before service times were recorded (read as empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_times_s: Vec<u32>,
 }
 
 /// `queue:{branch}`: every active ticket of the branch (plus recently finished
-/// ones) and per-service marks. This is the single source of truth for ticket
+/// ones) and per-service marks and recent service times. This is the single source of truth for ticket
 /// state while a ticket is in it; all changes go through compare-and-swap.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct QueueDoc {
@@ -204,6 +219,62 @@ impl QueueDoc {
             number: t.number,
             day,
         });
+    }
+
+    /// Records the service time of a ticket completed in `service`:
+    /// `completed_at − called_at` in whole seconds, kept among the last
+    /// [`SERVICE_TIME_SAMPLES`] of that service. Samples ≤ 0 s or longer than
+    /// [`MAX_SERVICE_TIME`] are ignored. Returns whether it was recorded.
+    pub fn record_service_time(
+        &mut self,
+        service: &str,
+        called_at: DateTime<Utc>,
+        completed_at: DateTime<Utc>,
+    ) -> bool {
+        let secs = (completed_at - called_at).num_seconds();
+        if secs <= 0 || secs > MAX_SERVICE_TIME.num_seconds() {
+            return false;
+        }
+        let secs = u32::try_from(secs).expect("at most MAX_SERVICE_TIME");
+        let times = &mut self
+            .services
+            .entry(service.to_owned())
+            .or_default()
+            .service_times_s;
+        times.push(secs);
+        if times.len() > SERVICE_TIME_SAMPLES {
+            times.drain(..times.len() - SERVICE_TIME_SAMPLES);
+        }
+        true
+    }
+
+    /// The recorded service times of `service` (at most the last
+    /// [`SERVICE_TIME_SAMPLES`]), oldest first.
+    pub fn service_times(&self, service: &str) -> &[u32] {
+        let times = self
+            .services
+            .get(service)
+            .map_or(&[][..], |m| &m.service_times_s[..]);
+        &times[times.len().saturating_sub(SERVICE_TIME_SAMPLES)..]
+    }
+
+    /// The average service time of `service` in seconds: see [`crate::average_service_s`].
+    pub fn average_service_s(&self, service: &Service) -> u32 {
+        crate::average_service_s(
+            self.service_times(&service.id),
+            service.minutes.saturating_mul(60),
+        )
+    }
+
+    /// Estimated wait with `waiting_ahead` tickets before it in `service` of
+    /// `branch`: [`crate::estimate_wait_s`] with the service's average service
+    /// time and the counters serving it.
+    pub fn estimate_wait_s(&self, branch: &Branch, service: &Service, waiting_ahead: u32) -> u64 {
+        crate::estimate_wait_s(
+            waiting_ahead,
+            self.average_service_s(service),
+            branch.counters_serving(&service.id),
+        )
     }
 
     /// Drops finished tickets older than [`FINISHED_RETENTION`].
@@ -326,5 +397,94 @@ mod tests {
         doc.prune(now);
         let ids: Vec<&str> = doc.tickets.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, vec!["recent", "w"]);
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        "2026-03-02T01:00:00Z".parse::<DateTime<Utc>>().unwrap() + TimeDelta::seconds(secs)
+    }
+
+    #[test]
+    fn service_times_keep_only_the_last_twenty() {
+        let mut doc = QueueDoc::default();
+        for i in 1..=25 {
+            assert!(doc.record_service_time("deposit", at(0), at(i)));
+        }
+        let expected: Vec<u32> = (6..=25).collect();
+        assert_eq!(doc.service_times("deposit"), &expected[..]);
+        assert_eq!(
+            doc.services["deposit"].service_times_s.len(),
+            SERVICE_TIME_SAMPLES
+        );
+        assert!(doc.service_times("loan").is_empty());
+    }
+
+    #[test]
+    fn absurd_service_times_are_ignored() {
+        let mut doc = QueueDoc::default();
+        let four_hours = MAX_SERVICE_TIME.num_seconds();
+        assert!(!doc.record_service_time("deposit", at(10), at(10)));
+        assert!(!doc.record_service_time("deposit", at(10), at(5)));
+        assert!(!doc.record_service_time("deposit", at(0), at(four_hours + 1)));
+        assert!(!doc.record_service_time("deposit", at(0), at(100) + TimeDelta::days(3)));
+        // Sub-second: 0 whole seconds.
+        assert!(!doc.record_service_time("deposit", at(0), at(0) + TimeDelta::milliseconds(900)));
+        assert!(!doc.services.contains_key("deposit"));
+        assert!(doc.record_service_time("deposit", at(0), at(1)));
+        assert!(doc.record_service_time("deposit", at(0), at(four_hours)));
+        assert_eq!(doc.service_times("deposit"), &[1, four_hours as u32]);
+    }
+
+    fn deposit() -> Service {
+        Service {
+            id: "deposit".into(),
+            name: "Deposits".into(),
+            code: 'A',
+            minutes: 5,
+        }
+    }
+
+    #[test]
+    fn average_switches_from_default_to_measured_at_five_samples() {
+        let mut doc = QueueDoc::default();
+        assert_eq!(doc.average_service_s(&deposit()), 300);
+        for s in [60, 90, 120, 150] {
+            doc.record_service_time("deposit", at(0), at(s));
+            assert_eq!(doc.average_service_s(&deposit()), 300);
+        }
+        doc.record_service_time("deposit", at(0), at(180));
+        assert_eq!(doc.average_service_s(&deposit()), 120);
+        // Ignored samples do not count towards the five.
+        let mut doc = QueueDoc::default();
+        for _ in 0..10 {
+            doc.record_service_time("deposit", at(0), at(0));
+        }
+        assert_eq!(doc.average_service_s(&deposit()), 300);
+    }
+
+    #[test]
+    fn old_queue_documents_are_readable() {
+        let old = r#"{"tickets":[],"services":{"deposit":{"last_issued":{"code":"A","number":3,"day":"2026-03-02"}}}}"#;
+        let mut doc: QueueDoc = serde_json::from_str(old).unwrap();
+        assert!(doc.service_times("deposit").is_empty());
+        assert_eq!(doc.average_service_s(&deposit()), 300);
+        // No samples: the field is not written, so the document looks as before.
+        assert_eq!(serde_json::to_string(&doc).unwrap(), old);
+        doc.record_service_time("deposit", at(0), at(42));
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(
+            json["services"]["deposit"]["service_times_s"],
+            serde_json::json!([42])
+        );
+        let back: QueueDoc = serde_json::from_value(json).unwrap();
+        assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn overlong_stored_sample_lists_are_read_as_their_last_twenty() {
+        let times: Vec<u32> = (1..=30).collect();
+        let json = serde_json::json!({"services": {"deposit": {"service_times_s": times}}});
+        let doc: QueueDoc = serde_json::from_value(json).unwrap();
+        let expected: Vec<u32> = (11..=30).collect();
+        assert_eq!(doc.service_times("deposit"), &expected[..]);
     }
 }

@@ -467,6 +467,189 @@ fn cancel_rules() {
     assert!(e.to_string().contains("done"));
 }
 
+// ------------------------------------------------------------------ measured service times
+
+/// Calls the oldest deposit ticket at counter 1 at `called`, completes it at
+/// `called + duration`.
+fn serve_deposit<S: Store>(k: &Kiosk<'_, S>, called: chrono::DateTime<chrono::Utc>, duration: i64) {
+    let staff = counter_caller();
+    let v = k
+        .call_next(
+            &staff,
+            "demo",
+            CallRequest {
+                counter: "1".into(),
+                services: Some(vec!["deposit".into()]),
+            },
+            called,
+        )
+        .unwrap()
+        .expect("a deposit ticket waits");
+    k.complete(&staff, "demo", &v.id, called + secs(duration))
+        .unwrap();
+}
+
+/// The recorded service times of `service` in the stored queue document.
+fn stored_service_times(s: &impl Store, service: &str) -> serde_json::Value {
+    let doc: serde_json::Value =
+        serde_json::from_slice(&s.get("queue:demo").unwrap().unwrap()).unwrap();
+    doc["services"][service]["service_times_s"].clone()
+}
+
+#[test]
+fn estimates_use_the_measured_average_after_five_completions() {
+    let (c, s) = setup();
+    let k = Kiosk::new(&c, &s);
+    let now = mon_10();
+    // deposit: default 5 min, 3 counters.
+    for i in 0..5 {
+        issue_kiosk(&k, "demo", "deposit", now + secs(i)).unwrap();
+    }
+    let durations = [60, 90, 120, 150, 180]; // mean 120 s
+    let mut clock = now + secs(100);
+    for d in &durations[..4] {
+        serve_deposit(&k, clock, *d);
+        clock += secs(*d + 10);
+    }
+    // Four samples: still the catalog default (300 s per ticket / 3 counters).
+    let x = issue_kiosk(&k, "demo", "deposit", clock).unwrap();
+    let y = issue_kiosk(&k, "demo", "deposit", clock + secs(1)).unwrap();
+    assert_eq!((y.waiting_ahead, y.estimated_wait_s), (2, 2 * 300 / 3));
+    assert_eq!(
+        k.queue("demo", clock).unwrap().services[0].estimated_wait_s,
+        3 * 300 / 3
+    );
+    // The fifth completion switches to the measured mean.
+    serve_deposit(&k, clock + secs(2), durations[4]);
+    clock += secs(200);
+    let x = k.ticket(&kiosk_caller(), &x.id, clock).unwrap();
+    let y = k.ticket(&kiosk_caller(), &y.id, clock).unwrap();
+    assert_eq!((x.waiting_ahead, x.estimated_wait_s), (0, 0));
+    assert_eq!((y.waiting_ahead, y.estimated_wait_s), (1, 120 / 3));
+    let z = issue_kiosk(&k, "demo", "deposit", clock).unwrap();
+    assert_eq!((z.waiting_ahead, z.estimated_wait_s), (2, 2 * 120 / 3));
+    let q = k.queue("demo", clock).unwrap();
+    assert_eq!(
+        (q.services[0].waiting, q.services[0].estimated_wait_s),
+        (3, 3 * 120 / 3)
+    );
+    // Other services keep their defaults (loan: 15 min).
+    let b1 = issue_kiosk(&k, "demo", "loan", clock).unwrap();
+    let b2 = issue_kiosk(&k, "demo", "loan", clock + secs(1)).unwrap();
+    assert_eq!(b1.estimated_wait_s, 0);
+    assert_eq!(b2.estimated_wait_s, 900 / 3);
+    assert_eq!(
+        stored_service_times(&s, "deposit"),
+        serde_json::json!(durations)
+    );
+}
+
+#[test]
+fn only_the_last_twenty_service_times_count() {
+    let (c, s) = setup();
+    let k = Kiosk::new(&c, &s);
+    let mut clock = mon_10();
+    for i in 0..25 {
+        issue_kiosk(&k, "demo", "deposit", clock + secs(i)).unwrap();
+    }
+    clock += secs(100);
+    // Five very slow ones (an hour each), then twenty of 30 s.
+    for i in 0..25 {
+        let d = if i < 5 { 3600 } else { 30 };
+        serve_deposit(&k, clock, d);
+        clock += secs(d + 1);
+    }
+    assert_eq!(
+        stored_service_times(&s, "deposit"),
+        serde_json::json!(vec![30; 20])
+    );
+    issue_kiosk(&k, "demo", "deposit", clock).unwrap();
+    let v = issue_kiosk(&k, "demo", "deposit", clock + secs(1)).unwrap();
+    assert_eq!((v.waiting_ahead, v.estimated_wait_s), (1, 30 / 3));
+}
+
+#[test]
+fn no_shows_cancels_and_absurd_times_are_not_service_times() {
+    let (c, s) = setup();
+    let k = Kiosk::new(&c, &s);
+    let staff = counter_caller();
+    let mut clock = mon_10();
+    for i in 0..12 {
+        issue_kiosk(&k, "demo", "deposit", clock + secs(i)).unwrap();
+    }
+    clock += secs(100);
+    // Five no-shows after a minute each.
+    for _ in 0..5 {
+        let v = k
+            .call_next(&staff, "demo", call("1"), clock)
+            .unwrap()
+            .unwrap();
+        k.no_show(&staff, "demo", &v.id, clock + secs(60)).unwrap();
+        clock += secs(61);
+    }
+    // Completed instantly, and after more than four hours.
+    serve_deposit(&k, clock, 0);
+    clock += secs(1);
+    serve_deposit(&k, clock, 4 * 3600 + 1);
+    clock += secs(4 * 3600 + 2);
+    // A cancelled ticket.
+    let c1 = issue_kiosk(&k, "demo", "deposit", clock).unwrap();
+    k.cancel(&staff, &c1.id, clock + secs(60)).unwrap();
+    assert_eq!(stored_service_times(&s, "deposit"), serde_json::Value::Null);
+    // Still the default; four plausible samples do not change that either.
+    for d in [10, 20, 30, 40] {
+        serve_deposit(&k, clock, d);
+        clock += secs(d + 1);
+    }
+    let q = k.queue("demo", clock).unwrap();
+    assert_eq!(q.services[0].waiting, 1);
+    assert_eq!(q.services[0].estimated_wait_s, 300 / 3);
+    // The fifth: mean of 10, 20, 30, 40 and 4 h exactly = 2900 s.
+    serve_deposit(&k, clock, 4 * 3600);
+    assert_eq!(
+        stored_service_times(&s, "deposit"),
+        serde_json::json!([10, 20, 30, 40, 14_400])
+    );
+    issue_kiosk(&k, "demo", "deposit", clock + secs(4 * 3600)).unwrap();
+    let v = issue_kiosk(&k, "demo", "deposit", clock + secs(4 * 3600 + 1)).unwrap();
+    assert_eq!((v.waiting_ahead, v.estimated_wait_s), (1, 2900 / 3));
+}
+
+#[test]
+fn a_transferred_ticket_counts_for_the_service_it_was_completed_in() {
+    let (c, s) = setup();
+    let k = Kiosk::new(&c, &s);
+    let staff = counter_caller();
+    let now = mon_10();
+    let a = issue_kiosk(&k, "demo", "deposit", now).unwrap();
+    k.call_next(&staff, "demo", call("1"), now + secs(10))
+        .unwrap()
+        .unwrap();
+    // Served at deposit for 5 minutes, then moved to loans.
+    k.transfer(
+        &staff,
+        "demo",
+        &a.id,
+        TransferRequest {
+            service: "loan".into(),
+        },
+        now + secs(310),
+    )
+    .unwrap();
+    let again = k
+        .call_next(&staff, "demo", call("2"), now + secs(400))
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, a.id);
+    k.complete(&staff, "demo", &a.id, now + secs(1000)).unwrap();
+    // Timed from the loan call, recorded for loans only.
+    assert_eq!(stored_service_times(&s, "loan"), serde_json::json!([600]));
+    assert_eq!(stored_service_times(&s, "deposit"), serde_json::Value::Null);
+    // Repeating the completion records nothing more.
+    k.complete(&staff, "demo", &a.id, now + secs(2000)).unwrap();
+    assert_eq!(stored_service_times(&s, "loan"), serde_json::json!([600]));
+}
+
 // ------------------------------------------------------------------ queue view
 
 #[test]
@@ -954,6 +1137,31 @@ fn endless_cas_conflicts_end_in_conflict_and_void_the_number() {
         .issue_ticket(&kiosk_caller(), r, Some(key), mon_10(), random())
         .unwrap();
     assert_eq!(v.number, "A-003");
+}
+
+#[test]
+fn the_default_budget_is_256_attempts() {
+    let c = Catalog::dev();
+    let s = FaultyStore::default();
+    let k = Kiosk::new(&c, &s);
+    issue_kiosk(&k, "demo", "deposit", mon_10()).unwrap();
+    s.with(|f| f.cas_conflict_prefix = Some("queue:".into()));
+    let e = k
+        .call_next(&counter_caller(), "demo", call("1"), mon_10())
+        .unwrap_err();
+    assert_eq!(e.code(), "conflict");
+    assert!(
+        e.to_string()
+            .contains(&format!("({DEFAULT_MAX_ATTEMPTS} attempts)")),
+        "{e}"
+    );
+    assert_eq!(DEFAULT_MAX_ATTEMPTS, 256);
+    // with_max_attempts overrides it (and never goes below 1).
+    let e = Kiosk::new(&c, &s)
+        .with_max_attempts(0)
+        .call_next(&counter_caller(), "demo", call("1"), mon_10())
+        .unwrap_err();
+    assert!(e.to_string().contains("(1 attempts)"), "{e}");
 }
 
 #[test]

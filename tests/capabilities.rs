@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use kiosk_kv::testing::RedisServer;
-use support::{Host, app, client, guest_wasm, run};
+use support::{Host, app, check_fails, client, guest_wasm, run};
 
 const API_KEY: (&str, &str) = ("SPIN_VARIABLE_API_KEY", "s3cret-value");
 
@@ -423,43 +423,17 @@ async fn a_dead_upstream_gives_the_guest_an_error_before_its_deadline() {
 fn check_names_unprovided_imports_and_unknown_stores() {
     guest_wasm("uses-sqlite");
     let broken = app("broken");
-    let sqlite = run(&[
-        "check",
-        "-f",
-        broken.join("imports-sqlite.toml").to_str().unwrap(),
-    ]);
-    assert!(!sqlite.status.success());
-    assert!(sqlite.stderr.contains("uses-sqlite"), "{}", sqlite.stderr);
-    assert!(sqlite.stderr.contains("sqlite"), "{}", sqlite.stderr);
-
-    let store = run(&[
-        "check",
-        "-f",
-        broken.join("unknown-store.toml").to_str().unwrap(),
-    ]);
-    assert!(!store.status.success());
-    assert!(
-        store.stderr.contains("unknown-store.toml:10"),
-        "{}",
-        store.stderr
+    check_fails(
+        &broken.join("imports-sqlite.toml"),
+        &["uses-sqlite", "sqlite"],
     );
-    assert!(store.stderr.contains("sessions"), "{}", store.stderr);
-
-    let declared = run(&[
-        "check",
-        "-f",
-        broken.join("needs-sqlite.toml").to_str().unwrap(),
-    ]);
-    assert!(!declared.status.success());
-    assert!(
-        declared.stderr.contains("needs-sqlite.toml:12"),
-        "{}",
-        declared.stderr
+    check_fails(
+        &broken.join("unknown-store.toml"),
+        &["unknown-store.toml:10", "sessions"],
     );
-    assert!(
-        declared.stderr.contains("sqlite_databases"),
-        "{}",
-        declared.stderr
+    check_fails(
+        &broken.join("needs-sqlite.toml"),
+        &["needs-sqlite.toml:12", "sqlite_databases"],
     );
 
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Host, app, client, guest_wasm, raw_exchange, run};
+use support::{Host, app, check_fails, client, guest_wasm, raw_exchange, run};
 
 fn basics(extra: &[&str]) -> Host {
     guest_wasm("hello");
@@ -482,30 +482,11 @@ fn a_broken_manifest_fails_before_serving_naming_file_and_line() {
     assert!(unknown.stderr.contains("enviroment"), "{}", unknown.stderr);
     assert!(!unknown.stdout.contains("Serving"));
 
-    let missing = run(&[
-        "check",
-        "-f",
-        broken.join("missing-component.toml").to_str().unwrap(),
-    ]);
-    assert!(!missing.status.success());
-    assert!(
-        missing.stderr.contains("missing-component.toml:8"),
-        "{}",
-        missing.stderr
+    check_fails(
+        &broken.join("missing-component.toml"),
+        &["missing-component.toml:8", "helo"],
     );
-    assert!(missing.stderr.contains("helo"), "{}", missing.stderr);
-
-    let syntax = run(&[
-        "check",
-        "-f",
-        broken.join("bad-syntax.toml").to_str().unwrap(),
-    ]);
-    assert!(!syntax.status.success());
-    assert!(
-        syntax.stderr.contains("bad-syntax.toml:3"),
-        "{}",
-        syntax.stderr
-    );
+    check_fails(&broken.join("bad-syntax.toml"), &["bad-syntax.toml:3"]);
 }
 
 #[test]

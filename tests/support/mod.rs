@@ -317,3 +317,21 @@ impl Drop for CoreSim {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `kiosk-host check -f MANIFEST` and asserts it fails with every one
+/// of `expected` in its error output.
+pub fn check_fails(manifest: &Path, expected: &[&str]) {
+    let out = run(&["check", "-f", manifest.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "check accepted {}",
+        manifest.display()
+    );
+    for needle in expected {
+        assert!(
+            out.stderr.contains(needle),
+            "expected `{needle}` in:\n{}",
+            out.stderr
+        );
+    }
+}

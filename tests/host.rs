@@ -213,7 +213,7 @@ async fn reserved_spin_endpoints_answer_like_spin() {
 
 #[tokio::test]
 async fn looping_guests_are_stopped_and_do_not_starve_neighbours() {
-    let host = basics(&["--request-timeout", "3s"]);
+    let host = basics(&["--request-timeout", "6s"]);
     let http = client();
     // More looping guests than the machine has cores.
     let loops: Vec<_> = (0..4)
@@ -393,14 +393,15 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     let mut host = basics(&[]);
     let http = client();
     let in_flight = {
-        let (http, url) = (http.clone(), host.url("/sleep?ms=1500"));
+        let (http, url) = (http.clone(), host.url("/sleep?ms=3000"));
         tokio::spawn(async move { http.get(url).send().await.unwrap() })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Long enough for the request to be in the guest, well before it ends.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     host.terminate();
     let response = in_flight.await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.text().await.unwrap(), "slept 1500 ms");
+    assert_eq!(response.text().await.unwrap(), "slept 3000 ms");
     let status = tokio::task::block_in_place(|| host.wait_exit());
     assert!(status.success(), "exit status {status}");
     assert!(

@@ -135,6 +135,36 @@ async fn kv_semantics(backend: Backend) {
         .unwrap();
     assert_eq!(denied.status(), 403);
     assert!(a.stderr().contains("access denied"), "{}", a.stderr());
+    // wasi:keyvalue batch: set many at once, read back only what exists.
+    let set = http
+        .put(a.url("/batch"))
+        .body(r#"{"b1":"one","b2":"two","b3":"three"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 204);
+    let got = http
+        .get(b.url("/batch?keys=b1,b3,missing"))
+        .send()
+        .await
+        .unwrap();
+    let got: serde_json::Value = got.json().await.unwrap();
+    assert_eq!(got, serde_json::json!({"b1": "one", "b3": "three"}));
+    let deleted = http
+        .delete(b.url("/batch?keys=b1,b2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let got: serde_json::Value = http
+        .get(a.url("/batch?keys=b1,b2,b3"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, serde_json::json!({"b3": "three"}));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use kiosk_domain::{Caller, DomainError};
-use kiosk_spin::outbound::{CallError, call};
+use kiosk_spin::outbound::{CallError, call, split_base};
 use kiosk_spin::{api_error, authenticate, check_body_size, error, now, random16};
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;
@@ -141,17 +141,6 @@ fn request_id(req: &Request) -> String {
         })
         .map(str::to_string)
         .unwrap_or_else(|| random16().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// `http(s)://host:port` → (https, authority).
-fn split_base(base: &str) -> Option<(bool, String)> {
-    let (https, rest) = if let Some(rest) = base.strip_prefix("https://") {
-        (true, rest)
-    } else {
-        (false, base.strip_prefix("http://")?)
-    };
-    let authority = rest.trim_end_matches('/');
-    (!authority.is_empty() && !authority.contains('/')).then(|| (https, authority.to_string()))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kiosk_domain::Store;
-use kiosk_spin::outbound::call;
+use kiosk_spin::outbound::{call, split_base};
 use kiosk_spin::{KvStore, api_error, json};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_component;
@@ -43,15 +43,13 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
 
 fn check_core() -> String {
     let base = spin_sdk::variables::get("core_base_url").unwrap_or_default();
-    let (https, authority) = match base.strip_prefix("https://") {
-        Some(rest) => (true, rest),
-        None => (false, base.strip_prefix("http://").unwrap_or(&base)),
+    let Some((https, authority)) = split_base(&base) else {
+        return "failing: core_base_url is not an http(s) URL".into();
     };
-    let authority = authority.trim_end_matches('/');
     match call(
         "GET",
         https,
-        authority,
+        &authority,
         "/health",
         &[],
         &[],

@@ -136,3 +136,34 @@ pub fn call(
         body,
     })
 }
+
+/// `http(s)://host:port` → (https, authority); `None` for anything else
+/// (another scheme, a path, no host).
+pub fn split_base(base: &str) -> Option<(bool, String)> {
+    let (https, rest) = if let Some(rest) = base.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        (false, base.strip_prefix("http://")?)
+    };
+    let authority = rest.trim_end_matches('/');
+    (!authority.is_empty() && !authority.contains('/')).then(|| (https, authority.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_split_into_scheme_and_authority() {
+        assert_eq!(
+            split_base("http://127.0.0.1:3999"),
+            Some((false, "127.0.0.1:3999".into()))
+        );
+        assert_eq!(
+            split_base("https://core.bank.example/"),
+            Some((true, "core.bank.example".into()))
+        );
+        assert_eq!(split_base("ftp://x"), None);
+        assert_eq!(split_base("http://x/api"), None);
+    }
+}

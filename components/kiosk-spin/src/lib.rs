@@ -12,6 +12,7 @@ use kiosk_domain::{
 use serde::Serialize;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::wit::wasi::keyvalue::atomics::{self, Cas, CasError};
+use spin_sdk::wit::wasi::keyvalue::batch;
 use spin_sdk::wit::wasi::keyvalue::store::{self, Bucket};
 
 /// The app's state, in the Spin key-value store `default`.
@@ -71,6 +72,25 @@ impl Store for KvStore {
             Err(CasError::CasFailed(_)) => Ok(false),
             Err(CasError::StoreError(e)) => Err(store_error("swap", e)),
         }
+    }
+
+    /// One `wasi:keyvalue/batch` call. It answers only the keys that exist
+    /// (as Spin does), so the answer is matched back to `keys` by name.
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: std::collections::HashMap<String, Vec<u8>> = batch::get_many(&self.bucket, keys)
+            .map_err(|e| store_error("get-many", e))?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    /// One `wasi:keyvalue/batch` call.
+    fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        batch::set_many(&self.bucket, items).map_err(|e| store_error("set-many", e))
     }
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::catalog::{Branch, Catalog};
 use crate::error::DomainError;
+use crate::intake::{self, Intake};
 use crate::model::{
     CallRequest, Channel, IdempotencyKey, IssueRequest, QueueView, ServiceQueueView, TicketStatus,
     TicketView, TransferRequest, validate_customer_ref,
@@ -40,19 +41,25 @@ pub const IDEMPOTENCY_LEASE: TimeDelta = TimeDelta::seconds(30);
 /// time `now` from the host clock, and returns a serializable view or a
 /// [`DomainError`]. Methods never panic on bad input.
 ///
-/// Store round trips on the success path:
+/// Store round trips on the success path (a compare-and-swap counts as
+/// one here; over `wasi:keyvalue` it is two: read, then swap):
 ///
 /// | operation | round trips |
 /// | --- | --- |
-/// | `issue_ticket` | 4 (get queue, increment, create ticket record, CAS queue) + 1 with an idempotency key (CAS record) |
+/// | `issue_ticket` (kiosk) | 4: CAS idempotency record, increment number, `set_many` ticket record + slot, `get_many` queue document + earlier days' counters |
+/// | `issue_ticket` (phone) | 5: get claim, increment, CAS claim, `set_many`, `get_many` (+ CAS idempotency record with a key) |
 /// | `ticket` | 1 for a finished ticket, else 2 |
-/// | `cancel` | 4 (get record, get queue, CAS queue, archive record) |
-/// | `queue`, `recall` | 1 |
-/// | `call_next`, `transfer` | 2 (get queue, CAS queue); 1 when nobody waits |
-/// | `complete`, `no_show` | 3 (get queue, CAS queue, archive record) |
+/// | `queue` | 2 (document, counters) + 1 when tickets are not merged yet (their slots) |
+/// | `recall` | 1 |
+/// | `call_next`, `transfer` | 3 (document, counters, CAS) + 1 when there are new tickets to merge; 2 when nobody waits and nothing is new |
+/// | `complete`, `no_show` | 4 (document, counters, CAS, archive record) (+1 to merge) |
+/// | `cancel` | 5 (record, document, counters, CAS, archive) (+1 to merge) |
 ///
-/// Each lost compare-and-swap race adds a get and a CAS; after
-/// `max_attempts` lost races the operation fails with `conflict`.
+/// Issuing never writes the queue document (see the issue log in
+/// `crate::intake`), so issuers do not contend with each other or with
+/// counters. Each lost compare-and-swap race of a queue document change
+/// adds its reads and a CAS; after `max_attempts` lost races the operation
+/// fails with `conflict`.
 pub struct Kiosk<'a, S: Store> {
     catalog: &'a Catalog,
     store: &'a S,
@@ -75,6 +82,21 @@ struct IdemRecord {
     ticket: String,
     /// Unix seconds of the (latest) claim.
     at: i64,
+}
+
+/// `active:{branch}:{customer}`: the ticket a phone took last at a branch.
+/// It is the phone's active ticket while that ticket is waiting or called.
+#[derive(Serialize, Deserialize)]
+struct ActiveClaim {
+    ticket: String,
+    /// Display number, for `already_has_ticket`.
+    number: String,
+    /// Unix seconds of the claim.
+    at: i64,
+}
+
+fn active_key(branch: &str, customer_ref: &str) -> String {
+    format!("active:{}:{}", escape(branch), escape(customer_ref))
 }
 
 /// Written over an idempotency record whose request failed, so a retry runs anew.
@@ -111,6 +133,13 @@ fn corrupt(key: &str, e: serde_json::Error) -> DomainError {
     DomainError::StoreUnavailable(StoreError(format!(
         "stored value at {key:?} is not readable: {e}"
     )))
+}
+
+fn parse_queue(key: &str, bytes: Option<&[u8]>) -> Result<QueueDoc, DomainError> {
+    match bytes {
+        None => Ok(QueueDoc::default()),
+        Some(b) => serde_json::from_slice(b).map_err(|e| corrupt(key, e)),
+    }
 }
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -256,77 +285,165 @@ impl<'a, S: Store> Kiosk<'a, S> {
             .service(&request.service)
             .expect("checked by the caller");
         let day = branch.business_day(now);
-        let seq_key = format!("seq:{}:{}:{}", branch.id, service.id, day);
         let mobile_owner = match request.channel {
             Channel::Mobile => request.customer_ref.as_deref(),
             Channel::Kiosk => None,
         };
+        // A phone that holds a ticket here is refused before taking a number.
+        let seen_claim = match mobile_owner {
+            Some(owner) => Some(self.check_active(&branch.id, owner, now)?),
+            None => None,
+        };
 
-        let mut taken: Option<TicketRecord> = None;
-        let result = self.update_queue(&branch.id, now, maybe_written, |doc| {
-            if let Some(owner) = mobile_owner
-                && let Some(existing) = doc.active_mobile_ticket(owner)
-            {
-                return Err(DomainError::AlreadyHasTicket {
-                    branch: branch.id.clone(),
-                    ticket: existing.id.clone(),
-                    number: existing.display_number(),
-                });
-            }
-            let record = match &taken {
-                Some(r) => r.clone(),
-                None => {
-                    // The number is taken once per request and kept across CAS retries.
-                    let n = self.store.increment(&seq_key, 1)?;
-                    let number = u32::try_from(n).map_err(|_| {
-                        DomainError::StoreUnavailable(StoreError(format!(
-                            "counter {seq_key:?} holds {n}"
-                        )))
-                    })?;
-                    let record = TicketRecord {
-                        id: id.to_owned(),
-                        branch: branch.id.clone(),
-                        day,
-                        code: service.code,
-                        number,
-                        issued_for: service.id.clone(),
-                        service: service.id.clone(),
-                        channel: request.channel,
-                        customer_ref: request.customer_ref.clone(),
-                        issued_at: now,
-                        status: TicketStatus::Waiting,
-                        counter: None,
-                        called_at: None,
-                        finished_at: None,
-                    };
-                    let created = self.store.compare_and_swap(
-                        &ticket_key(id),
-                        None,
-                        &to_json(&record),
-                    )?;
-                    if !created {
-                        return Err(DomainError::Conflict(
-                            "ticket id already in use: the random source repeats; check the host's random number generator".into(),
-                        ));
-                    }
-                    taken = Some(record.clone());
-                    record
-                }
-            };
-            doc.mark_issued(&record);
-            doc.tickets.push(record.clone());
-            Ok(Step::Write(record))
-        });
-        match result {
-            Ok((doc, record)) => Ok(record.view(Some(branch), Some(&doc))),
-            Err(e) => {
-                if taken.is_some() && !*maybe_written {
-                    // Voided: the number stays unused (a documented gap).
-                    let _ = self.store.delete(&ticket_key(id));
-                }
-                Err(e)
-            }
+        let seq_key = intake::seq_key(&branch.id, &service.id, day);
+        let n = self.store.increment(&seq_key, 1)?;
+        let number = u32::try_from(n).map_err(|_| {
+            DomainError::StoreUnavailable(StoreError(format!("counter {seq_key:?} holds {n}")))
+        })?;
+        let slot = intake::slot_key(&branch.id, &service.id, day, number);
+        let record = TicketRecord {
+            id: id.to_owned(),
+            branch: branch.id.clone(),
+            day,
+            code: service.code,
+            number,
+            issued_for: service.id.clone(),
+            service: service.id.clone(),
+            channel: request.channel,
+            customer_ref: request.customer_ref.clone(),
+            issued_at: now,
+            status: TicketStatus::Waiting,
+            counter: None,
+            called_at: None,
+            finished_at: None,
+        };
+        if let (Some(owner), Some(seen)) = (mobile_owner, seen_claim)
+            && let Err(e) = self.take_active(&branch.id, owner, seen, &record, now)
+        {
+            // Give the number up: merges skip it at once (a documented gap).
+            let _ = self.store.set(&slot, intake::VOID);
+            return Err(e);
         }
+        // From here on the ticket may have landed even if a call fails.
+        *maybe_written = true;
+        let bytes = to_json(&record);
+        self.store
+            .set_many(&[(ticket_key(id), bytes.clone()), (slot, bytes)])?;
+        self.pending_view(Some(branch), &record)
+    }
+
+    /// The view of an active ticket: from the queue document if it is
+    /// there, else (not merged yet) positioned behind the document's waiting
+    /// tickets and the unmerged numbers before it. One `get_many`.
+    fn pending_view(
+        &self,
+        branch: Option<&Branch>,
+        record: &TicketRecord,
+    ) -> Result<TicketView, DomainError> {
+        let earlier = intake::earlier_counter_keys(&record.branch, record);
+        let queue = queue_key(&record.branch);
+        let mut keys = vec![queue.clone()];
+        keys.extend(earlier.iter().map(|(_, k)| k.clone()));
+        let mut values = self.store.get_many(&keys)?.into_iter();
+        let doc = parse_queue(&queue, values.next().flatten().as_deref())?;
+        if let Some(current) = doc.find(&record.id) {
+            if !current.status.is_active() {
+                // Finished but maybe not archived (crash between the writes): re-archive.
+                let _ = self.store.set(&ticket_key(&current.id), &to_json(current));
+            }
+            return Ok(current.view(branch, Some(&doc)));
+        }
+        let counters = earlier
+            .iter()
+            .zip(values)
+            .filter_map(|((day, _), v)| Some((*day, intake::decode_counter(&v?)?)))
+            .collect();
+        let unmerged = intake::unmerged_ahead(&doc, record, &counters);
+        Ok(record.view_behind(branch, Some(&doc), unmerged))
+    }
+
+    /// Refuses a phone that holds an active ticket at `branch`
+    /// (`already_has_ticket`); otherwise returns the claim as read, for
+    /// [`take_active`](Self::take_active).
+    fn check_active(
+        &self,
+        branch: &str,
+        customer_ref: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<u8>>, DomainError> {
+        let current = self.store.get(&active_key(branch, customer_ref))?;
+        if let Some(bytes) = &current {
+            self.refuse_if_held(branch, bytes, now)?;
+        }
+        Ok(current)
+    }
+
+    /// `already_has_ticket` if the claim `bytes` holds an active ticket.
+    fn refuse_if_held(
+        &self,
+        branch: &str,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        let Ok(claim) = serde_json::from_slice::<ActiveClaim>(bytes) else {
+            // Released or unreadable: free.
+            return Ok(());
+        };
+        let held = match self.load_ticket(&claim.ticket)? {
+            // Its request is between claiming and writing the ticket, or
+            // died there (then the claim lapses after the lease).
+            None => now.timestamp() - claim.at < IDEMPOTENCY_LEASE.num_seconds(),
+            Some(record) if !record.status.is_active() => false,
+            Some(record) => {
+                // While it is in the queue document, that is the truth.
+                let (_, doc) = self.load_queue(&record.branch)?;
+                doc.find(&record.id).is_none_or(|t| t.status.is_active())
+            }
+        };
+        if held {
+            return Err(DomainError::AlreadyHasTicket {
+                branch: branch.to_owned(),
+                ticket: claim.ticket,
+                number: claim.number,
+            });
+        }
+        Ok(())
+    }
+
+    /// Claims `branch` for the phone's new ticket `record`: compare-and-swap
+    /// over the claim `seen` by [`check_active`](Self::check_active),
+    /// re-checking whatever a concurrent request wrote meanwhile.
+    fn take_active(
+        &self,
+        branch: &str,
+        customer_ref: &str,
+        seen: Option<Vec<u8>>,
+        record: &TicketRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        let key = active_key(branch, customer_ref);
+        let claim = to_json(&ActiveClaim {
+            ticket: record.id.clone(),
+            number: record.display_number(),
+            at: now.timestamp(),
+        });
+        let mut expected = seen;
+        for _ in 0..self.max_attempts {
+            if self
+                .store
+                .compare_and_swap(&key, expected.as_deref(), &claim)?
+            {
+                return Ok(());
+            }
+            let current = self.store.get(&key)?;
+            if let Some(bytes) = &current {
+                self.refuse_if_held(branch, bytes, now)?;
+            }
+            expected = current;
+        }
+        Err(DomainError::Conflict(
+            "another request of yours is taking a ticket at this branch; retry".into(),
+        ))
     }
 
     fn claim_idempotency(
@@ -382,12 +499,12 @@ impl<'a, S: Store> Kiosk<'a, S> {
         ))
     }
 
-    /// The ticket if it was issued for real (is or was in its queue).
+    /// The ticket if it was issued for real (its record landed).
     fn landed_ticket(&self, id: &str) -> Result<Option<TicketView>, DomainError> {
-        let Some(record) = self.load_ticket(id)? else {
-            return Ok(None);
-        };
-        self.current_view(record)
+        match self.load_ticket(id)? {
+            Some(record) => self.current_view(record).map(Some),
+            None => Ok(None),
+        }
     }
 
     // ---------------------------------------------------------------- reads
@@ -403,8 +520,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
     ) -> Result<TicketView, DomainError> {
         let _ = now;
         let record = self.visible_ticket(caller, id)?;
-        self.current_view(record)?
-            .ok_or_else(|| DomainError::TicketNotFound(id.to_owned()))
+        self.current_view(record)
     }
 
     fn visible_ticket(&self, caller: &Caller, id: &str) -> Result<TicketRecord, DomainError> {
@@ -432,28 +548,23 @@ impl<'a, S: Store> Kiosk<'a, S> {
     }
 
     /// View of a ticket from its record: final if archived, else from the
-    /// queue document (`None` if it never landed there: voided).
-    fn current_view(&self, record: TicketRecord) -> Result<Option<TicketView>, DomainError> {
+    /// queue document or, not merged yet, from the record.
+    fn current_view(&self, record: TicketRecord) -> Result<TicketView, DomainError> {
         let branch = self.catalog.branch(&record.branch);
         if !record.status.is_active() {
-            return Ok(Some(record.view(branch, None)));
+            return Ok(record.view(branch, None));
         }
-        let (_, doc) = self.load_queue(&record.branch)?;
-        let Some(current) = doc.find(&record.id) else {
-            return Ok(None);
-        };
-        if !current.status.is_active() {
-            // Finished but maybe not archived (crash between the writes): re-archive.
-            let _ = self.store.set(&ticket_key(&current.id), &to_json(current));
-        }
-        Ok(Some(current.view(branch, Some(&doc))))
+        self.pending_view(branch, &record)
     }
 
     /// A branch's queues (public: no caller needed).
     pub fn queue(&self, branch: &str, now: DateTime<Utc>) -> Result<QueueView, DomainError> {
         let branch = self.branch(branch)?;
-        let (_, doc) = self.load_queue(&branch.id)?;
+        let (_, mut doc) = self.load_queue(&branch.id)?;
         let today = branch.business_day(now);
+        // The board counts tickets not merged yet: merge into this copy.
+        let intake = Intake::read(self.store, branch, &doc, today)?;
+        intake.apply(&mut doc, now);
         let open = branch.is_open_at(now);
         let services = branch
             .services
@@ -464,13 +575,20 @@ impl<'a, S: Store> Kiosk<'a, S> {
                     m.filter(|m| m.day == today)
                         .map(|m| format_number(m.code, m.number))
                 };
-                let waiting = doc.waiting_in(&s.id);
+                let waiting = doc.waiting_in(&s.id).saturating_add(intake.backlog(&s.id));
                 ServiceQueueView {
                     service: s.id.clone(),
                     code: s.code.to_string(),
                     waiting,
                     now_serving: today_only(marks.and_then(|m| m.last_called.as_ref())),
-                    last_issued: today_only(marks.and_then(|m| m.last_issued.as_ref())),
+                    last_issued: if intake.backlog(&s.id) > 0 {
+                        // Beyond what was read: the counter knows the last number.
+                        intake
+                            .last_taken(&s.id, today)
+                            .map(|n| format_number(s.code, n))
+                    } else {
+                        today_only(marks.and_then(|m| m.last_issued.as_ref()))
+                    },
                     estimated_wait_s: doc.estimate_wait_s(branch, s, waiting),
                 }
             })
@@ -565,7 +683,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
         };
         let today = branch.business_day(now);
         let mut maybe_written = false;
-        let (doc, called) = self.update_queue(&branch.id, now, &mut maybe_written, |doc| {
+        let (doc, called) = self.update_queue(&branch.id, Some(branch), now, &mut maybe_written, |doc| {
             if let Some(current) = doc.called_at_counter(&counter.id) {
                 return Err(DomainError::Conflict(format!(
                     "counter {:?} is still serving {} ({}); complete it, mark it no-show or transfer it before calling the next ticket",
@@ -634,33 +752,34 @@ impl<'a, S: Store> Kiosk<'a, S> {
                     service: request.service.clone(),
                 })?;
         let mut maybe_written = false;
-        let result = self.update_queue(&branch.id, now, &mut maybe_written, |doc| {
-            let Some(t) = doc.find_mut(ticket_id) else {
-                return Ok(Step::Keep(None));
-            };
-            match t.status {
-                TicketStatus::Waiting | TicketStatus::Called => {}
-                s => {
-                    return Err(DomainError::Conflict(format!(
-                        "ticket {} is {}; only waiting or called tickets can be transferred",
+        let result =
+            self.update_queue(&branch.id, Some(branch), now, &mut maybe_written, |doc| {
+                let Some(t) = doc.find_mut(ticket_id) else {
+                    return Ok(Step::Keep(None));
+                };
+                match t.status {
+                    TicketStatus::Waiting | TicketStatus::Called => {}
+                    s => {
+                        return Err(DomainError::Conflict(format!(
+                            "ticket {} is {}; only waiting or called tickets can be transferred",
+                            t.display_number(),
+                            s.as_str()
+                        )));
+                    }
+                }
+                if t.service == target.id {
+                    return Err(DomainError::InvalidRequest(format!(
+                        "ticket {} is already in the {:?} queue",
                         t.display_number(),
-                        s.as_str()
+                        target.id
                     )));
                 }
-            }
-            if t.service == target.id {
-                return Err(DomainError::InvalidRequest(format!(
-                    "ticket {} is already in the {:?} queue",
-                    t.display_number(),
-                    target.id
-                )));
-            }
-            t.service = target.id.clone();
-            t.status = TicketStatus::Waiting;
-            t.counter = None;
-            t.called_at = None;
-            Ok(Step::Write(Some(t.clone())))
-        })?;
+                t.service = target.id.clone();
+                t.status = TicketStatus::Waiting;
+                t.counter = None;
+                t.called_at = None;
+                Ok(Step::Write(Some(t.clone())))
+            })?;
         match result {
             (doc, Some(t)) => Ok(t.view(Some(branch), Some(&doc))),
             (_, None) => Err(self.not_transferable(branch, ticket_id)?),
@@ -714,40 +833,41 @@ impl<'a, S: Store> Kiosk<'a, S> {
             _ => ("marked no-show", TicketStatus::Called),
         };
         let mut maybe_written = false;
-        let (doc, outcome) = self.update_queue(branch_id, now, &mut maybe_written, |doc| {
-            let Some(t) = doc.find_mut(ticket_id) else {
-                return Ok(Step::Keep(None));
-            };
-            if t.status == target {
-                return Ok(Step::Keep(Some((t.clone(), false))));
-            }
-            if t.status != from {
-                let hint = match (t.status, target) {
-                    (TicketStatus::Called, TicketStatus::Cancelled) => format!(
-                        "; it has been called to counter {}",
-                        t.counter.as_deref().unwrap_or("?")
-                    ),
-                    (TicketStatus::Waiting, _) => "; call it first".to_owned(),
-                    _ => String::new(),
+        let (doc, outcome) =
+            self.update_queue(branch_id, branch, now, &mut maybe_written, |doc| {
+                let Some(t) = doc.find_mut(ticket_id) else {
+                    return Ok(Step::Keep(None));
                 };
-                return Err(DomainError::Conflict(format!(
-                    "ticket {} is {} and cannot be {verb}{hint}",
-                    t.display_number(),
-                    t.status.as_str()
-                )));
-            }
-            t.status = target;
-            t.finished_at = Some(now);
-            let t = t.clone();
-            if target == TicketStatus::Done
-                && let Some(called_at) = t.called_at
-            {
-                // In the same write: the service it was completed in (after
-                // any transfer), timed from its latest call.
-                doc.record_service_time(&t.service, called_at, now);
-            }
-            Ok(Step::Write(Some((t, true))))
-        })?;
+                if t.status == target {
+                    return Ok(Step::Keep(Some((t.clone(), false))));
+                }
+                if t.status != from {
+                    let hint = match (t.status, target) {
+                        (TicketStatus::Called, TicketStatus::Cancelled) => format!(
+                            "; it has been called to counter {}",
+                            t.counter.as_deref().unwrap_or("?")
+                        ),
+                        (TicketStatus::Waiting, _) => "; call it first".to_owned(),
+                        _ => String::new(),
+                    };
+                    return Err(DomainError::Conflict(format!(
+                        "ticket {} is {} and cannot be {verb}{hint}",
+                        t.display_number(),
+                        t.status.as_str()
+                    )));
+                }
+                t.status = target;
+                t.finished_at = Some(now);
+                let t = t.clone();
+                if target == TicketStatus::Done
+                    && let Some(called_at) = t.called_at
+                {
+                    // In the same write: the service it was completed in (after
+                    // any transfer), timed from its latest call.
+                    doc.record_service_time(&t.service, called_at, now);
+                }
+                Ok(Step::Write(Some((t, true))))
+            })?;
         match outcome {
             Some((t, written)) => {
                 if written {
@@ -799,46 +919,52 @@ impl<'a, S: Store> Kiosk<'a, S> {
     fn load_queue(&self, branch: &str) -> Result<(Option<Vec<u8>>, QueueDoc), DomainError> {
         let key = queue_key(branch);
         let bytes = self.store.get(&key)?;
-        let doc = match &bytes {
-            None => QueueDoc::default(),
-            Some(b) => serde_json::from_slice(b).map_err(|e| corrupt(&key, e))?,
-        };
+        let doc = parse_queue(&key, bytes.as_deref())?;
         Ok((bytes, doc))
     }
 
-    /// Read-modify-CAS loop on `queue:{branch}`. `f` runs on a fresh copy of
-    /// the document each attempt. Sets `maybe_written` when a CAS failed with a
-    /// store error (the write may or may not have happened).
+    /// Read-modify-CAS loop on `queue:{branch}`. Each attempt reads a fresh
+    /// copy of the document, merges the branch's issue log into it (when the
+    /// branch is in the catalog), and runs `f` on it; the merge is written
+    /// with `f`'s change, or alone if `f` changes nothing. Sets
+    /// `maybe_written` when a CAS failed with a store error (the write may or
+    /// may not have happened).
     fn update_queue<T>(
         &self,
-        branch: &str,
+        branch_id: &str,
+        branch: Option<&Branch>,
         now: DateTime<Utc>,
         maybe_written: &mut bool,
         mut f: impl FnMut(&mut QueueDoc) -> Result<Step<T>, DomainError>,
     ) -> Result<(QueueDoc, T), DomainError> {
-        let key = queue_key(branch);
+        let key = queue_key(branch_id);
         for _ in 0..self.max_attempts {
-            let (current, mut doc) = self.load_queue(branch)?;
-            match f(&mut doc)? {
-                Step::Keep(t) => return Ok((doc, t)),
-                Step::Write(t) => {
-                    doc.prune(now);
-                    match self
-                        .store
-                        .compare_and_swap(&key, current.as_deref(), &to_json(&doc))
-                    {
-                        Ok(true) => return Ok((doc, t)),
-                        Ok(false) => continue,
-                        Err(e) => {
-                            *maybe_written = true;
-                            return Err(e.into());
-                        }
-                    }
+            let (current, mut doc) = self.load_queue(branch_id)?;
+            let merged = match branch {
+                Some(b) => {
+                    Intake::read(self.store, b, &doc, b.business_day(now))?.apply(&mut doc, now)
+                }
+                None => false,
+            };
+            let t = match f(&mut doc)? {
+                Step::Keep(t) if !merged => return Ok((doc, t)),
+                Step::Keep(t) | Step::Write(t) => t,
+            };
+            doc.prune(now);
+            match self
+                .store
+                .compare_and_swap(&key, current.as_deref(), &to_json(&doc))
+            {
+                Ok(true) => return Ok((doc, t)),
+                Ok(false) => continue,
+                Err(e) => {
+                    *maybe_written = true;
+                    return Err(e.into());
                 }
             }
         }
         Err(DomainError::Conflict(format!(
-            "the queue of branch {branch:?} is changing too fast ({} attempts); retry the request",
+            "the queue of branch {branch_id:?} is changing too fast ({} attempts); retry the request",
             self.max_attempts
         )))
     }

@@ -10,10 +10,11 @@
 //! - Numbers run per branch, per service, per local business day (the
 //!   calendar date in the branch's time zone), from 1, displayed `A-007`.
 //!   They are taken with the store's atomic `increment`, so they never repeat.
-//!   **Gaps**: a number is skipped only when its ticket is voided after the
-//!   number was taken — the queue update then failed (retry budget exhausted,
-//!   `conflict`), or a concurrent request gave the same phone an active ticket
-//!   first (`already_has_ticket`), or the store failed mid-way (`store_unavailable`).
+//!   **Gaps**: a number is skipped only when its ticket is given up after
+//!   the number was taken: a concurrent request gave the same phone an
+//!   active ticket first (`already_has_ticket`), or the store failed before
+//!   the ticket was written (`store_unavailable`; the number becomes a gap
+//!   once [`HOLE_LEASE`] has passed).
 //! - Tickets are issued only within business hours (`branch_closed`, 409).
 //! - A phone holds at most one active (waiting or called) ticket per branch.
 //! - Waiting estimate: `estimated_wait_s = waiting_ahead × average service
@@ -32,19 +33,25 @@
 //! # Store layout
 //! | key | value | written by |
 //! | --- | --- | --- |
-//! | `queue:{branch}` | JSON queue document: active tickets, tickets finished in the last 15 min, per-service last issued / last called marks and last 20 service times | compare-and-swap only |
 //! | `seq:{branch}:{service}:{YYYY-MM-DD}` | number counter of a local business day | `increment` only |
-//! | `ticket:{id}` | JSON ticket record: created (CAS on absent) at issue, overwritten once with the final state (archive) | issue, finishing transitions |
+//! | `slot:{branch}:{service}:{YYYY-MM-DD}:{number}` | the ticket record as issued (or `void`): the issue log | issue (`set_many`) |
+//! | `ticket:{id}` | JSON ticket record: written at issue, overwritten once with the final state (archive) | issue, finishing transitions |
+//! | `queue:{branch}` | JSON queue document: active tickets merged from the issue log, tickets finished in the last 15 min, per-service marks (last issued / last called / merged through) and last 20 service times, numbers still expected in the log | compare-and-swap only, by counters and cancels |
 //! | `idem:{scope}:{key}` | JSON `{fp, ticket, at}` idempotency record; `scope` is `kiosk/{id}` or `mobile/{customer_ref}`; `:` and `%` in scope and key are %-escaped | compare-and-swap only |
+//! | `active:{branch}:{customer_ref}` | JSON `{ticket, number, at}`: the ticket a phone took last at the branch (escaped like `idem:`) | compare-and-swap only |
 //!
-//! While a ticket is in its branch's queue document, that document is the
-//! truth about it; afterwards its ticket record is. Nothing is ever deleted
-//! by age (no TTL in the store trait): `seq:` keys and archived `ticket:`
-//! records accumulate and need an external sweep.
+//! Issuing writes only its own keys; the branch's queue document takes new
+//! tickets in when it is next written (see the issue log, `intake`). While a
+//! ticket is in its branch's queue document, that document is the truth about
+//! it; before and afterwards its ticket record is. Ticket ids are 128 bits
+//! from the host's secure random source and are not checked for repeats.
+//! Nothing is ever deleted by age (no TTL in the store trait): `seq:`,
+//! `slot:` and archived `ticket:` records accumulate and need an external sweep.
 
 mod auth;
 mod catalog;
 mod error;
+mod intake;
 mod kiosk;
 mod model;
 mod queue;
@@ -53,6 +60,7 @@ mod store;
 pub use auth::{ApiKey, AuthConfig, Caller, Credential, mint_mobile_token, verify_mobile_token};
 pub use catalog::{Branch, Catalog, CatalogError, Counter, Hours, Interval, Service};
 pub use error::{DomainError, ErrorBody};
+pub use intake::{HOLE_LEASE, LOOKBACK_DAYS, MERGE_BATCH};
 pub use kiosk::{DEFAULT_MAX_ATTEMPTS, IDEMPOTENCY_LEASE, IDEMPOTENCY_RETENTION, Kiosk};
 pub use model::{
     CallRequest, Channel, IdempotencyKey, IssueRequest, MAX_CUSTOMER_REF_LEN,

@@ -77,9 +77,20 @@ impl TicketRecord {
     /// of a waiting ticket and its service's recorded service times, `branch`
     /// the service's default minutes and counters.
     pub fn view(&self, branch: Option<&Branch>, doc: Option<&QueueDoc>) -> TicketView {
+        self.view_behind(branch, doc, 0)
+    }
+
+    /// [`view`](Self::view) of a waiting ticket that also has `unmerged`
+    /// tickets ahead of it which are not in `doc` yet (see `crate::intake`).
+    pub fn view_behind(
+        &self,
+        branch: Option<&Branch>,
+        doc: Option<&QueueDoc>,
+        unmerged: u32,
+    ) -> TicketView {
         let (waiting_ahead, estimated_wait_s) = match (self.status, doc) {
             (TicketStatus::Waiting, Some(doc)) => {
-                let ahead = doc.waiting_ahead(self);
+                let ahead = doc.waiting_ahead(self).saturating_add(unmerged);
                 let estimate = branch
                     .and_then(|b| {
                         let s = b.service(&self.service)?;
@@ -131,6 +142,29 @@ pub(crate) struct ServiceMarks {
     /// before service times were recorded (read as empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_times_s: Vec<u32>,
+    /// How far the issue log of this service has been merged into the
+    /// document (see `crate::intake`). Absent in documents written before
+    /// the issue log existed: their `last_issued` mark says the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<Merged>,
+}
+
+/// Every number of `day` up to `through` has been merged (or is a [`Hole`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Merged {
+    pub day: NaiveDate,
+    pub through: u32,
+}
+
+/// A number that was taken but whose ticket was not in the issue log yet
+/// when a merge passed it (its issuer was still writing, or failed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Hole {
+    pub service: String,
+    pub day: NaiveDate,
+    pub number: u32,
+    /// When a merge first found it missing.
+    pub since: DateTime<Utc>,
 }
 
 /// `queue:{branch}`: every active ticket of the branch (plus recently finished
@@ -142,9 +176,42 @@ pub(crate) struct QueueDoc {
     pub tickets: Vec<TicketRecord>,
     #[serde(default)]
     pub services: BTreeMap<String, ServiceMarks>,
+    /// Numbers still expected in the issue log (see [`Hole`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holes: Vec<Hole>,
 }
 
 impl QueueDoc {
+    /// How far `service`'s issue log is merged. Documents written before
+    /// the log existed held every issued ticket, so their `last_issued`
+    /// mark is where their log starts.
+    pub fn merged_mark(&self, service: &str) -> Option<Merged> {
+        let marks = self.services.get(service)?;
+        marks.merged.or_else(|| {
+            marks.last_issued.as_ref().map(|m| Merged {
+                day: m.day,
+                through: m.number,
+            })
+        })
+    }
+
+    /// Adds the ticket of a slot from the issue log, unless the slot is
+    /// void or unreadable (a gap) or the ticket is here already.
+    pub fn admit(&mut self, slot: &[u8]) -> bool {
+        if slot == crate::intake::VOID {
+            return false;
+        }
+        let Ok(record) = serde_json::from_slice::<TicketRecord>(slot) else {
+            return false;
+        };
+        if self.find(&record.id).is_some() {
+            return false;
+        }
+        self.mark_issued(&record);
+        self.tickets.push(record);
+        true
+    }
+
     pub fn find(&self, id: &str) -> Option<&TicketRecord> {
         self.tickets.iter().find(|t| t.id == id)
     }
@@ -170,13 +237,6 @@ impl QueueDoc {
             .iter()
             .filter(|o| o.status == TicketStatus::Waiting && o.service == service)
             .count() as u32
-    }
-
-    /// The active ticket a mobile customer holds here, if any.
-    pub fn active_mobile_ticket(&self, customer_ref: &str) -> Option<&TicketRecord> {
-        self.tickets
-            .iter()
-            .find(|t| t.status.is_active() && t.owned_by_mobile(customer_ref))
     }
 
     /// The ticket currently called at `counter`.
@@ -350,6 +410,7 @@ mod tests {
                 ),
             ],
             services: BTreeMap::new(),
+            holes: Vec::new(),
         };
         assert_eq!(doc.waiting_ahead(doc.find("c").unwrap()), 1);
         assert_eq!(doc.waiting_ahead(doc.find("b").unwrap()), 0);
@@ -393,6 +454,7 @@ mod tests {
         let mut doc = QueueDoc {
             tickets: vec![old, recent, waiting],
             services: BTreeMap::new(),
+            holes: Vec::new(),
         };
         doc.prune(now);
         let ids: Vec<&str> = doc.tickets.iter().map(|t| t.id.as_str()).collect();

@@ -4,6 +4,9 @@
 //! tests use [`MemoryStore`]. Only [`Store::increment`] and
 //! [`Store::compare_and_swap`] are atomic, and the domain relies on nothing else:
 //! plain `get`/`set`/`delete` may interleave arbitrarily with other instances.
+//! [`Store::get_many`] and [`Store::set_many`] are one round trip each where
+//! the backend has batches (`wasi:keyvalue/batch`); the domain does not rely
+//! on them being atomic either.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,6 +46,16 @@ pub trait Store {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, StoreError>;
+    /// The values at `keys`, in the same order. One `get` per key unless the
+    /// store has a batch read.
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+    /// Writes every pair. One `set` per pair unless the store has a batch
+    /// write. On error, any subset may have been written.
+    fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        items.iter().try_for_each(|(k, v)| self.set(k, v))
+    }
 }
 
 impl<T: Store + ?Sized> Store for &T {
@@ -65,6 +78,12 @@ impl<T: Store + ?Sized> Store for &T {
         new: &[u8],
     ) -> Result<bool, StoreError> {
         (**self).compare_and_swap(key, expected, new)
+    }
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        (**self).get_many(keys)
+    }
+    fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        (**self).set_many(items)
     }
 }
 
@@ -140,6 +159,19 @@ impl Store for MemoryStore {
         }
         map.insert(key.to_owned(), new.to_vec());
         Ok(true)
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let map = self.lock();
+        Ok(keys.iter().map(|k| map.get(k).cloned()).collect())
+    }
+
+    fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut map = self.lock();
+        for (k, v) in items {
+            map.insert(k.clone(), v.clone());
+        }
+        Ok(())
     }
 }
 

@@ -117,6 +117,9 @@ pub struct Faults {
     pub cas_error_prefix: Option<(String, bool)>,
     /// `set` on keys with this prefix fails.
     pub set_error_prefix: Option<String>,
+    /// `set_many` fails with a store error (outcome unknown to the caller);
+    /// the writes are applied first when this is `Some(true)`.
+    pub set_many_error: Option<bool>,
 }
 
 /// A [`MemoryStore`] with injectable faults.
@@ -160,6 +163,20 @@ impl Store for FaultyStore {
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         self.down()?;
         self.inner.increment(key, delta)
+    }
+    fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.down()?;
+        let fault = self.faults.lock().unwrap().set_many_error;
+        if let Some(apply) = fault {
+            if apply {
+                self.inner.set_many(items)?;
+            }
+            return Err(StoreError("connection reset by 10.1.2.3:6379".into()));
+        }
+        for (key, value) in items {
+            self.set(key, value)?;
+        }
+        Ok(())
     }
     fn compare_and_swap(
         &self,

@@ -181,8 +181,8 @@ fn retry_while_in_progress_then_takeover_after_the_lease() {
     let k = Kiosk::new(&c, &s);
     let r = req("demo", "deposit", Channel::Kiosk);
     let key = IdempotencyKey::for_body("k", &body(&r)).unwrap();
-    // The queue write fails in a way that leaves its outcome unknown (not applied here).
-    s.with(|f| f.cas_error_prefix = Some(("queue:".into(), false)));
+    // Writing the ticket fails in a way that leaves its outcome unknown (not applied here).
+    s.with(|f| f.set_many_error = Some(false));
     let e = k
         .issue_ticket(
             &kiosk_caller(),
@@ -193,7 +193,7 @@ fn retry_while_in_progress_then_takeover_after_the_lease() {
         )
         .unwrap_err();
     assert_eq!(e.code(), "store_unavailable");
-    s.with(|f| f.cas_error_prefix = None);
+    s.with(|f| f.set_many_error = None);
     // The first request may still be running: 409.
     let e = k
         .issue_ticket(
@@ -246,14 +246,14 @@ fn an_ambiguous_failure_that_did_land_replays() {
     let k = Kiosk::new(&c, &s);
     let r = req("demo", "deposit", Channel::Kiosk);
     let key = IdempotencyKey::for_body("k", &body(&r)).unwrap();
-    // The queue write is applied but the reply is lost.
-    s.with(|f| f.cas_error_prefix = Some(("queue:".into(), true)));
+    // The ticket is written but the reply is lost.
+    s.with(|f| f.set_many_error = Some(true));
     let rnd = random();
     let e = k
         .issue_ticket(&kiosk_caller(), r.clone(), Some(key.clone()), mon_10(), rnd)
         .unwrap_err();
     assert_eq!(e.code(), "store_unavailable");
-    s.with(|f| f.cas_error_prefix = None);
+    s.with(|f| f.set_many_error = None);
     // The retry gets the ticket that landed, not a second one.
     let v = k
         .issue_ticket(&kiosk_caller(), r, Some(key), mon_10() + secs(1), random())

@@ -3,5 +3,6 @@
 mod common;
 mod concurrency;
 mod idempotency;
+mod intake;
 mod props;
 mod rules;

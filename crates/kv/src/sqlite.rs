@@ -4,28 +4,54 @@
 //! `store` being the store's label), so files interchange with Spin. Where
 //! this module differs from Spin it is on purpose:
 //!
-//! - Writes that read first (`increment`, `swap`) run in `BEGIN IMMEDIATE`
-//!   transactions. Spin uses deferred ones, whose read lock cannot be upgraded
-//!   while another process writes the file (SQLITE_BUSY without waiting).
+//! - Writes run in `BEGIN IMMEDIATE` transactions. Spin uses deferred ones,
+//!   whose read lock cannot be upgraded while another process writes the file
+//!   (SQLITE_BUSY without waiting), which breaks `increment` and `swap`.
 //! - `swap` with [`Expected::Absent`] inserts only if the key is still absent;
 //!   Spin upserts unconditionally and overwrites a concurrent insert.
 //! - A counter that is not 8 bytes long is [`KvError::InvalidValue`]; Spin
 //!   panics.
 //!
-//! Connections: one writer and a few readers per store handle. SQLite admits
-//! one writer per file at a time, so writers of one handle queue on an async
-//! FIFO lock instead of polling the file lock against each other; readers run
-//! beside the writer thanks to WAL. All SQLite calls run on tokio's blocking
-//! pool.
+//! # Group commit
+//!
+//! SQLite admits one writer per file at a time, and with `synchronous=FULL`
+//! every commit costs an fsync, so one transaction per write caps a store at a
+//! few thousand writes per second however many callers there are. Each store
+//! handle therefore has a writer thread that owns its writer connection.
+//! Writes are sent to it as operations; it takes the first one queued plus
+//! every other already waiting (up to [`MAX_BATCH`]) and runs them all in ONE
+//! `BEGIN IMMEDIATE` transaction, in arrival order, each in its own
+//! `SAVEPOINT`: an operation that fails (say `increment` on a value that is not
+//! a counter) is rolled back alone and the others go on. Then it commits once,
+//! one fsync for the batch, and only then answers: an operation is reported
+//! done only once the commit containing it succeeded, and if that commit fails
+//! every operation of the batch fails with it. Each operation sees the effects
+//! of those before it in the batch, exactly as if they had committed one by
+//! one, and nobody sees any of them before all are durable, so the batch is
+//! indistinguishable from that serial order; across handles and processes the
+//! write lock still serialises whole transactions.
+//!
+//! An operation whose deadline has passed before its turn, or whose caller has
+//! stopped waiting, is not run (the first is answered with a timeout).
+//!
+//! # Reads
+//!
+//! A file-backed handle also has a few reader connections, used on tokio's
+//! blocking pool; thanks to WAL they run beside the writer and see committed
+//! data only. An in-memory store is a single connection, so its writer thread
+//! runs its reads too (inside its batches).
 
 use std::cell::Cell;
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior, params};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::{
     DEFAULT_TIMEOUT, Expected, KvBackend, KvError, MAX_VALUE_SIZE, SwapOutcome, check_size,
@@ -48,6 +74,11 @@ const LIST_KEYS: &str = "SELECT key FROM spin_key_value WHERE store = ?1";
 /// writer on a small machine without holding many file descriptors.
 const READERS: usize = 4;
 
+/// The most operations the writer thread commits in one transaction. Bounds
+/// how long the first operation of a batch waits for the last (each one is a
+/// few microseconds next to the fsync) and the size of the transaction.
+const MAX_BATCH: usize = 256;
+
 /// How long a connection sleeps between attempts to take a lock another
 /// connection holds. Short and constant on purpose: SQLite's own busy handler
 /// backs off to 100 ms sleeps, so a waiter polls rarely and can be starved by
@@ -60,9 +91,9 @@ const BUSY_POLL: Duration = Duration::from_millis(1);
 const GRACE: Duration = Duration::from_millis(50);
 
 thread_local! {
-    /// Deadline of the operation running on this thread, read by
-    /// [`busy_wait`]. SQLite calls the busy handler on the thread that runs the
-    /// statement, so a thread-local is exact and needs no locking.
+    /// Deadline of the operation (or batch) running on this thread, read by
+    /// [`busy_wait`]. SQLite calls the busy handler on the thread that runs
+    /// the statement, so a thread-local is exact and needs no locking.
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
@@ -98,15 +129,17 @@ fn with_deadline<T>(deadline: Instant, f: impl FnOnce() -> T) -> T {
 /// `type = "spin"` store.
 ///
 /// Several handles, in one process or several, may open the same file; their
-/// `increment` and `swap` stay atomic.
+/// `increment` and `swap` stay atomic. Each handle has a writer thread (see
+/// the module docs), which ends when the handle is dropped.
 pub struct SqliteStore {
     label: Arc<str>,
     /// Where the store is, for messages.
     location: Arc<str>,
-    writer: Arc<Pool>,
-    /// The reader connections; the writer's pool again for in-memory stores,
-    /// whose data lives in its one connection.
-    readers: Arc<Pool>,
+    writer: Writer,
+    /// The reader connections of a file-backed store; `None` for an
+    /// in-memory store, whose data lives in the writer's one connection, so
+    /// its reads go through the writer thread.
+    readers: Option<Arc<Pool>>,
     timeout: Duration,
 }
 
@@ -129,7 +162,7 @@ impl SqliteStore {
     /// another process holds the file locked). A missing parent directory is
     /// reported as such.
     pub fn open(path: &Path, label: &str) -> Result<Self, KvError> {
-        let location = path.display().to_string();
+        let location: Arc<str> = path.display().to_string().into();
         let context = |e: KvError| e.context(&format!("cannot open SQLite store {location}"));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
@@ -159,30 +192,33 @@ impl SqliteStore {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(context)?;
+        let label: Arc<str> = label.into();
         Ok(Self {
-            label: label.into(),
-            location: location.into(),
-            writer: Pool::new(vec![writer]),
-            readers: Pool::new(readers),
+            writer: Writer::spawn(writer, label.clone(), location.clone()).map_err(context)?,
+            label,
+            location,
+            readers: Some(Pool::new(readers)),
             timeout: DEFAULT_TIMEOUT,
         })
     }
 
     /// A private, empty store in memory, gone when the handle is dropped.
     pub fn in_memory(label: &str) -> Result<Self, KvError> {
+        let context = |e: KvError| e.context("cannot create in-memory SQLite store");
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         let conn = with_deadline(deadline, || -> Result<Connection, KvError> {
             let conn = configure(Connection::open_in_memory().map_err(map_err)?)?;
             conn.execute_batch(CREATE_TABLE).map_err(map_err)?;
             Ok(conn)
         })
-        .map_err(|e| e.context("cannot create in-memory SQLite store"))?;
-        let pool = Pool::new(vec![conn]);
+        .map_err(context)?;
+        let label: Arc<str> = label.into();
+        let location: Arc<str> = ":memory:".into();
         Ok(Self {
-            label: label.into(),
-            location: ":memory:".into(),
-            writer: pool.clone(),
-            readers: pool,
+            writer: Writer::spawn(conn, label.clone(), location.clone()).map_err(context)?,
+            label,
+            location,
+            readers: None,
             timeout: DEFAULT_TIMEOUT,
         })
     }
@@ -195,12 +231,49 @@ impl SqliteStore {
         self
     }
 
-    /// Runs `f` on a connection from `pool` on the blocking thread pool,
-    /// within the operation timeout.
-    async fn run<T, F>(&self, pool: &Arc<Pool>, what: &'static str, f: F) -> Result<T, KvError>
+    /// Caps how many writes the writer thread commits together (default
+    /// [`MAX_BATCH`]); 1 gives one transaction, one fsync, per write. For
+    /// benchmarks and tests.
+    #[doc(hidden)]
+    pub fn with_max_batch(self, max_batch: usize) -> Self {
+        self.writer
+            .max_batch
+            .store(max_batch.clamp(1, MAX_BATCH), Ordering::Relaxed);
+        self
+    }
+
+    /// How many write transactions this handle has committed so far (each one
+    /// a batch of writes). For tests.
+    #[doc(hidden)]
+    pub fn commits(&self) -> u64 {
+        self.writer.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on a reader connection on the blocking thread pool, within the
+    /// operation timeout; on an in-memory store, on the writer thread.
+    async fn read<T, F>(&self, what: &'static str, f: F) -> Result<T, KvError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, &str) -> Result<T, KvError> + Send + 'static,
+        F: FnOnce(&Connection, &str) -> Result<T, KvError> + Send + 'static,
+    {
+        match &self.readers {
+            Some(readers) => self.run_on_reader(readers, what, f).await,
+            // Inside a write transaction of the one connection: it sees every
+            // write answered before, and is answered only after the commit,
+            // so it never reports data that could still be rolled back.
+            None => self.write(what, move |tx, label| f(tx, label)).await,
+        }
+    }
+
+    async fn run_on_reader<T, F>(
+        &self,
+        pool: &Arc<Pool>,
+        what: &'static str,
+        f: F,
+    ) -> Result<T, KvError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &str) -> Result<T, KvError> + Send + 'static,
     {
         let deadline = Instant::now() + self.timeout;
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
@@ -232,8 +305,7 @@ impl SqliteStore {
             }
             Err(_) => {
                 // Stop the statement (a long scan, say) so the connection comes
-                // back soon; a stalled fsync cannot be interrupted, but the
-                // caller is answered now either way.
+                // back soon; the caller is answered now either way.
                 if let Some(handle) = lock(&interrupt).as_ref() {
                     handle.interrupt();
                 }
@@ -243,31 +315,45 @@ impl SqliteStore {
         }
     }
 
-    async fn read<T, F>(&self, what: &'static str, f: F) -> Result<T, KvError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection, &str) -> Result<T, KvError> + Send + 'static,
-    {
-        self.run(&self.readers, what, f).await
-    }
-
-    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer: the write
-    /// lock is taken up front, so what `f` reads cannot change before it
-    /// commits, in this process or any other.
+    /// Runs `f` on the writer thread, in a `BEGIN IMMEDIATE` transaction
+    /// shared with the other writes of its batch (see the module docs): the
+    /// write lock is taken up front, so what `f` reads cannot change before it
+    /// commits, in this process or any other. Answers once that transaction
+    /// has committed.
     async fn write<T, F>(&self, what: &'static str, f: F) -> Result<T, KvError>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>, &str) -> Result<T, KvError> + Send + 'static,
+        F: FnOnce(&Transaction<'_>, &str) -> Result<T, KvError> + Send + 'static,
     {
-        self.run(&self.writer, what, move |conn, label| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            let value = f(&tx, label)?;
-            tx.commit().map_err(map_err)?;
-            Ok(value)
-        })
-        .await
+        let deadline = Instant::now() + self.timeout;
+        let (reply, answer) = oneshot::channel();
+        let op = Op {
+            f: Some(f),
+            result: None,
+            reply,
+            deadline,
+            what,
+            timeout: self.timeout,
+        };
+        let stopped = || {
+            tracing::error!(location = %self.location, what, "SQLite writer thread has stopped");
+            KvError::Other(format!(
+                "SQLite {what} failed: the store's writer thread has stopped"
+            ))
+        };
+        self.writer.jobs.send(Box::new(op)).map_err(|_| stopped())?;
+        let tokio_deadline = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(tokio_deadline + GRACE, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(stopped()),
+            Err(_) => {
+                // Dropping `answer` tells the writer thread not to start this
+                // operation if it has not yet. One already running is not
+                // interrupted: that would roll back its whole batch.
+                tracing::warn!(location = %self.location, what, "SQLite operation timed out");
+                Err(timed_out(&format!("SQLite {what}"), self.timeout))
+            }
+        }
     }
 }
 
@@ -322,14 +408,17 @@ impl KvBackend for SqliteStore {
     async fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
         let keys = keys.to_vec();
         self.read("get_many", move |conn, label| {
-            // One read transaction: every value comes from the same snapshot.
-            let tx = conn.transaction().map_err(map_err)?;
-            let mut values = Vec::with_capacity(keys.len());
-            for key in keys {
-                let value = read_value(&tx, label, &key)?;
-                values.push((key, value));
-            }
-            Ok(values)
+            // One read transaction, so every value comes from the same
+            // snapshot. A savepoint, because on an in-memory store this runs
+            // inside the writer's transaction already.
+            in_savepoint(conn, "kv_get_many", || {
+                let mut values = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let value = read_value(conn, label, &key)?;
+                    values.push((key, value));
+                }
+                Ok(values)
+            })
         })
         .await
     }
@@ -342,6 +431,7 @@ impl KvBackend for SqliteStore {
             return Ok(());
         }
         let items = items.to_vec();
+        // All or nothing: the writer runs the operation in a savepoint.
         self.write("set_many", move |tx, label| {
             for (key, value) in &items {
                 upsert(tx, label, key, value)?;
@@ -400,7 +490,6 @@ impl KvBackend for SqliteStore {
                 Expected::Value(value) => current.as_deref() == Some(value.as_slice()),
             };
             if !matches {
-                // Nothing written: committing the empty transaction is a no-op.
                 return Ok(SwapOutcome::Conflict { current });
             }
             upsert(tx, label, &key, &new)?;
@@ -408,6 +497,311 @@ impl KvBackend for SqliteStore {
         })
         .await
     }
+}
+
+// ---- The writer thread ----
+
+/// The sending side of a handle's writer thread. The thread ends once this is
+/// dropped and the operations already queued are done.
+struct Writer {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    /// Largest batch, read by the thread before each batch.
+    max_batch: Arc<AtomicUsize>,
+    /// Transactions the thread has committed, for tests.
+    commits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn spawn(conn: Connection, label: Arc<str>, location: Arc<str>) -> Result<Self, KvError> {
+        let (jobs, queue) = mpsc::channel();
+        let max_batch = Arc::new(AtomicUsize::new(MAX_BATCH));
+        let commits = Arc::new(AtomicU64::new(0));
+        let thread = WriterThread {
+            label,
+            location,
+            max_batch: max_batch.clone(),
+            commits: commits.clone(),
+        };
+        std::thread::Builder::new()
+            .name("kiosk-kv-sqlite-writer".into())
+            .spawn(move || thread.run(conn, &queue))
+            .map_err(|e| KvError::Other(format!("cannot start the SQLite writer thread: {e}")))?;
+        Ok(Self {
+            jobs,
+            max_batch,
+            commits,
+        })
+    }
+}
+
+/// One write for the writer thread, its result type erased.
+trait Job: Send {
+    fn deadline(&self) -> Instant;
+    /// Whether the caller has stopped waiting for the answer (timed out or
+    /// cancelled): then the operation is not started.
+    fn abandoned(&self) -> bool;
+    /// Runs the operation (inside its savepoint) and keeps the result for
+    /// [`Job::answer`]. Runs it at most once.
+    fn run(&mut self, tx: &Transaction<'_>, label: &str);
+    /// The error the operation failed with, once run.
+    fn error(&self) -> Option<&KvError>;
+    /// Answers the caller: the operation's own error if it failed, else
+    /// `batch`'s error if the batch did not commit (or the operation was not
+    /// run), else its result.
+    fn answer(self: Box<Self>, batch: Result<(), &KvError>);
+    /// The error of an operation whose deadline passed before its turn.
+    fn timed_out(&self) -> KvError;
+}
+
+struct Op<T, F> {
+    f: Option<F>,
+    result: Option<Result<T, KvError>>,
+    reply: oneshot::Sender<Result<T, KvError>>,
+    deadline: Instant,
+    what: &'static str,
+    timeout: Duration,
+}
+
+impl<T, F> Job for Op<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Transaction<'_>, &str) -> Result<T, KvError> + Send + 'static,
+{
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    fn run(&mut self, tx: &Transaction<'_>, label: &str) {
+        let Some(f) = self.f.take() else {
+            return;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| f(tx, label))).unwrap_or_else(|_| {
+            Err(KvError::Other(format!(
+                "SQLite {} failed: it panicked",
+                self.what
+            )))
+        });
+        self.result = Some(result);
+    }
+
+    fn error(&self) -> Option<&KvError> {
+        self.result.as_ref()?.as_ref().err()
+    }
+
+    fn answer(self: Box<Self>, batch: Result<(), &KvError>) {
+        let answer = match (self.result, batch) {
+            (Some(Err(own)), _) => Err(own),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (_, Err(batch)) => Err(batch.clone()),
+            (None, Ok(())) => Err(KvError::Other(format!("SQLite {} was not run", self.what))),
+        };
+        // The caller may have given up meanwhile; nothing to do then.
+        let _ = self.reply.send(answer);
+    }
+
+    fn timed_out(&self) -> KvError {
+        timed_out(&format!("SQLite {}", self.what), self.timeout)
+    }
+}
+
+/// What the writer thread needs besides its connection and queue.
+struct WriterThread {
+    label: Arc<str>,
+    location: Arc<str>,
+    max_batch: Arc<AtomicUsize>,
+    commits: Arc<AtomicU64>,
+}
+
+impl WriterThread {
+    fn run(self, mut conn: Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
+        let mut pending = VecDeque::new();
+        // Blocks for the first operation; ends when every sender is dropped.
+        while let Ok(first) = queue.recv() {
+            pending.push_back(first);
+            let max = self.max_batch.load(Ordering::Relaxed).max(1);
+            while pending.len() < max {
+                match queue.try_recv() {
+                    Ok(job) => pending.push_back(job),
+                    Err(_) => break,
+                }
+            }
+            // A batch may leave operations it could not run (the lock was not
+            // taken in time for all of them, or SQLite rolled the transaction
+            // back under an earlier one): they go in the next transaction.
+            while !pending.is_empty() {
+                self.run_batch(&mut conn, &mut pending);
+            }
+        }
+    }
+
+    /// Runs operations of `pending` in one transaction and answers them.
+    /// Those it could not get to stay in `pending`; every call answers at
+    /// least one operation or leaves `pending` empty.
+    fn run_batch(&self, conn: &mut Connection, pending: &mut VecDeque<Box<dyn Job>>) {
+        let (label, location) = (&*self.label, &*self.location);
+        let now = Instant::now();
+        let mut live = VecDeque::with_capacity(pending.len());
+        for job in pending.drain(..) {
+            if job.abandoned() {
+                continue;
+            }
+            if job.deadline() <= now {
+                let error = job.timed_out();
+                job.answer(Err(&error));
+                continue;
+            }
+            live.push_back(job);
+        }
+        *pending = live;
+        // The busy handler waits for the lock until the EARLIEST deadline of the
+        // batch, not the latest: no operation then waits (nor is written) past its
+        // own deadline, which its caller would take for a failure although the
+        // write happened. If another connection holds the lock until then, the
+        // operations already due fail and the others try again, in a new batch,
+        // until the next deadline.
+        let Some(deadline) = pending.iter().map(|job| job.deadline()).min() else {
+            return;
+        };
+        with_deadline(deadline, || {
+            let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+                Ok(tx) => tx,
+                Err(error) => {
+                    let busy = matches!(
+                        error.sqlite_error_code(),
+                        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                    );
+                    let error = map_err(error);
+                    if !busy {
+                        tracing::warn!(location, %error, "SQLite cannot begin a write transaction");
+                        for job in pending.drain(..) {
+                            job.answer(Err(&error));
+                        }
+                        return;
+                    }
+                    // Busy: fail those due (normally at least the earliest, whose
+                    // deadline the busy handler waited for); the others try again.
+                    // If SQLite answered busy without waiting, fail them all, as
+                    // one transaction per operation would.
+                    let now = Instant::now();
+                    let (due, rest): (VecDeque<_>, VecDeque<_>) =
+                        pending.drain(..).partition(|job| job.deadline() <= now);
+                    if due.is_empty() {
+                        for job in rest {
+                            job.answer(Err(&error));
+                        }
+                    } else {
+                        for job in due {
+                            job.answer(Err(&error));
+                        }
+                        *pending = rest;
+                    }
+                    return;
+                }
+            };
+            let mut done: Vec<Box<dyn Job>> = Vec::with_capacity(pending.len());
+            while let Some(mut job) = pending.pop_front() {
+                if job.abandoned() {
+                    continue;
+                }
+                if job.deadline() <= Instant::now() {
+                    let error = job.timed_out();
+                    job.answer(Err(&error));
+                    continue;
+                }
+                let ran = in_savepoint_raw(&tx, "kv_op", || {
+                    job.run(&tx, label);
+                    job.error().map_or(Ok(()), |e| Err(e.clone()))
+                });
+                match ran {
+                    // A failed operation is rolled back alone and keeps its error.
+                    Ok(()) | Err(SavepointError::Op(_)) => done.push(job),
+                    Err(SavepointError::Lost(error)) => {
+                        // SQLite rolled the whole transaction back (disk full, I/O
+                        // error...): the operations before this one are undone.
+                        // Those after it stay in `pending` for the next batch.
+                        tracing::warn!(location, %error, "SQLite rolled back a batch of writes");
+                        job.answer(Err(&error));
+                        for job in done {
+                            job.answer(Err(&error));
+                        }
+                        // Dropping `tx` rolls back whatever is left of it.
+                        return;
+                    }
+                }
+            }
+            let committed = tx.commit().map_err(map_err);
+            if let Err(error) = &committed {
+                tracing::warn!(location, %error, "SQLite cannot commit a batch of writes");
+            }
+            if committed.is_ok() {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            for job in done {
+                job.answer(committed.as_ref().map(|_| ()));
+            }
+        });
+    }
+}
+
+/// Why [`in_savepoint_raw`] failed.
+enum SavepointError {
+    /// `f` failed; its changes are rolled back, the enclosing transaction is
+    /// intact.
+    Op(KvError),
+    /// The enclosing transaction is gone (SQLite rolled it back after an
+    /// error, or a savepoint statement failed): everything since it began is
+    /// undone.
+    Lost(KvError),
+}
+
+/// Runs `f` inside `SAVEPOINT name`: released if `f` succeeds, rolled back to
+/// (and released) if it fails. Outside a transaction, the savepoint is one.
+fn in_savepoint_raw<T>(
+    conn: &Connection,
+    name: &str,
+    f: impl FnOnce() -> Result<T, KvError>,
+) -> Result<T, SavepointError> {
+    let exec = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(drop)
+            .map_err(|e| SavepointError::Lost(map_err(e)))
+    };
+    let in_transaction = !conn.is_autocommit();
+    exec(&format!("SAVEPOINT {name}"))?;
+    let result = f();
+    if in_transaction && conn.is_autocommit() {
+        // Some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM...) make SQLite
+        // roll back the whole transaction, not just the statement.
+        return Err(SavepointError::Lost(match result {
+            Ok(_) => KvError::Other("SQLite ended the transaction".into()),
+            Err(e) => e.context("SQLite rolled back the transaction"),
+        }));
+    }
+    match result {
+        Ok(value) => {
+            exec(&format!("RELEASE {name}"))?;
+            Ok(value)
+        }
+        Err(error) => {
+            exec(&format!("ROLLBACK TO {name}"))?;
+            exec(&format!("RELEASE {name}"))?;
+            Err(SavepointError::Op(error))
+        }
+    }
+}
+
+/// [`in_savepoint_raw`] for callers that do not care how it failed.
+fn in_savepoint<T>(
+    conn: &Connection,
+    name: &str,
+    f: impl FnOnce() -> Result<T, KvError>,
+) -> Result<T, KvError> {
+    in_savepoint_raw(conn, name, f).map_err(|(SavepointError::Op(e) | SavepointError::Lost(e))| e)
 }
 
 /// Decodes Spin's counter format, refusing (not panicking on) anything else.

@@ -367,12 +367,23 @@ async fn handles_share_data(f: &impl Fixture) {
 
 async fn concurrent_increments_over_two_handles(f: &impl Fixture) {
     let handles = [f.store(), f.another_handle().await];
-    let tasks: Vec<_> = (0..16)
+    // Every increment saw a distinct value: none was lost or duplicated.
+    assert_eq!(
+        increment_concurrently(&handles, 16, 100).await,
+        (1..=1600).collect::<Vec<i64>>()
+    );
+    assert_eq!(handles[1].increment("counter", 0).await.unwrap(), 1600);
+}
+
+/// `tasks` tasks, spread over `handles` in turn, each incrementing
+/// `"counter"` by one `per_task` times; every value they were answered, sorted.
+async fn increment_concurrently(handles: &[Store], tasks: usize, per_task: usize) -> Vec<i64> {
+    let tasks: Vec<_> = (0..tasks)
         .map(|i| {
-            let store = handles[i % 2].clone();
+            let store = handles[i % handles.len()].clone();
             tokio::spawn(async move {
-                let mut seen = Vec::with_capacity(100);
-                for _ in 0..100 {
+                let mut seen = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
                     seen.push(store.increment("counter", 1).await.unwrap());
                 }
                 seen
@@ -384,9 +395,7 @@ async fn concurrent_increments_over_two_handles(f: &impl Fixture) {
         seen.extend(task.await.unwrap());
     }
     seen.sort_unstable();
-    // Every increment saw a distinct value: none was lost or duplicated.
-    assert_eq!(seen, (1..=1600).collect::<Vec<i64>>());
-    assert_eq!(handles[1].increment("counter", 0).await.unwrap(), 1600);
+    seen
 }
 
 async fn concurrent_cas_appends_lose_nothing(f: &impl Fixture) {
@@ -541,6 +550,268 @@ async fn sqlite_counter_of_wrong_length_is_invalid() {
     );
     s.set("n", &7i64.to_le_bytes()).await.unwrap();
     assert_eq!(s.increment("n", 1).await.unwrap(), 8);
+}
+
+// ---- SQLite group commit ----
+//
+// Writes of one handle are committed in batches by its writer thread; these
+// tests check that batching changes nothing a caller can see.
+
+/// Many more concurrent writers than the machine has threads, on one key:
+/// every increment applied once, and each saw its own distinct value. Also with
+/// one transaction per write, the mode the benchmark compares against.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_group_commit_concurrent_increments_on_one_key() {
+    for max_batch in [None, Some(1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("kv.db"), LABEL).unwrap();
+        if let Some(max_batch) = max_batch {
+            store = store.with_max_batch(max_batch);
+        }
+        let store = Arc::new(store);
+        let seen = increment_concurrently(&[store.clone() as Store], 32, 50).await;
+        assert_eq!(seen, (1..=1600).collect::<Vec<i64>>(), "{max_batch:?}");
+        assert_eq!(store.increment("counter", 0).await.unwrap(), 1600);
+        if max_batch == Some(1) {
+            // 1600 increments and the read above, one commit each.
+            assert_eq!(store.commits(), 1601);
+        }
+    }
+}
+
+/// Makes the writer thread of `store` (on the file at `path`) stall on a first
+/// write while `queue` sends more, so that those all end up in ONE
+/// transaction; checks that they did. Returns what `queue`'s tasks returned.
+async fn in_one_batch<T: Send + 'static>(
+    store: &Arc<SqliteStore>,
+    path: &std::path::Path,
+    queue: impl FnOnce() -> Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let locker = rusqlite::Connection::open(path).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let plug = tokio::spawn({
+        let store = store.clone();
+        async move { store.set("plug", b"").await }
+    });
+    // The writer thread takes the plug and waits for the lock...
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let commits = store.commits();
+    let tasks = queue();
+    // ... while everything else queues behind it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    locker.execute_batch("ROLLBACK").unwrap();
+    plug.await.unwrap().unwrap();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    assert_eq!(
+        store.commits(),
+        commits + 2,
+        "the plug and then everything queued behind it, each in one commit"
+    );
+    results
+}
+
+/// One failing write of a batch (an increment of a value that is not a
+/// counter) fails alone: the others of its transaction succeed, and are on
+/// disk once answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_failing_write_fails_alone_in_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.db");
+    let store = Arc::new(SqliteStore::open(&path, LABEL).unwrap());
+    store.set("text", b"abc").await.unwrap();
+    store.set("gone", b"x").await.unwrap();
+    store.increment("n", 100).await.unwrap();
+
+    #[derive(Debug)]
+    enum Done {
+        Unit(Result<(), KvError>),
+        Count(Result<i64, KvError>),
+        Swap(Result<SwapOutcome, KvError>),
+    }
+    let results = in_one_batch(&store, &path, || {
+        let mut tasks = Vec::new();
+        for i in 0..10i64 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                Done::Unit(s.set(&format!("k{i}"), &[i as u8]).await)
+            }));
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                Done::Count(s.increment(&format!("c{i}"), i + 1).await)
+            }));
+            if i == 3 || i == 7 {
+                let s = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    Done::Count(s.increment("text", 1).await)
+                }));
+            }
+        }
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            Done::Count(s.increment("n", 1).await)
+        }));
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            Done::Unit(
+                s.set_many(&[("m1".into(), b"1".to_vec()), ("m2".into(), b"2".to_vec())])
+                    .await,
+            )
+        }));
+        let s = store.clone();
+        tasks.push(tokio::spawn(
+            async move { Done::Unit(s.delete("gone").await) },
+        ));
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            Done::Swap(s.swap("fresh", &Expected::Absent, b"new").await)
+        }));
+        tasks
+    })
+    .await;
+
+    let mut failures = 0;
+    for result in &results {
+        match result {
+            Done::Count(Err(KvError::InvalidValue(_))) => failures += 1,
+            Done::Unit(Ok(())) | Done::Count(Ok(_)) | Done::Swap(Ok(SwapOutcome::Swapped)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(failures, 2, "{results:?}");
+    drop(results);
+    drop(store);
+
+    // A new handle reads everything back from the file.
+    let reopened = SqliteStore::open(&path, LABEL).unwrap();
+    for i in 0..10i64 {
+        assert_eq!(
+            reopened.get(&format!("k{i}")).await.unwrap(),
+            Some(vec![i as u8])
+        );
+        assert_eq!(
+            reopened.increment(&format!("c{i}"), 0).await.unwrap(),
+            i + 1
+        );
+    }
+    assert_eq!(reopened.increment("n", 0).await.unwrap(), 101);
+    assert_eq!(reopened.get("text").await.unwrap(), Some(b"abc".to_vec()));
+    assert_eq!(reopened.get("m2").await.unwrap(), Some(b"2".to_vec()));
+    assert!(!reopened.exists("gone").await.unwrap());
+    assert_eq!(reopened.get("fresh").await.unwrap(), Some(b"new".to_vec()));
+}
+
+/// Insert-if-absent from many tasks at once: exactly one wins, in one batch or
+/// over several, on a file and in memory; the losers see the winner's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_concurrent_insert_if_absent_has_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.db");
+    let file = Arc::new(SqliteStore::open(&path, LABEL).unwrap());
+    let memory = Arc::new(SqliteStore::in_memory(LABEL).unwrap());
+    let racers = |store: &Arc<SqliteStore>, key: &'static str| {
+        (0..32u8)
+            .map(|id| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let outcome = store.swap(key, &Expected::Absent, &[id]).await.unwrap();
+                    (id, outcome)
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let check = |results: Vec<(u8, SwapOutcome)>, stored: Option<Vec<u8>>| {
+        let winners: Vec<u8> = results
+            .iter()
+            .filter(|(_, outcome)| *outcome == SwapOutcome::Swapped)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        assert_eq!(stored, Some(vec![winners[0]]));
+        for (_, outcome) in results {
+            if let SwapOutcome::Conflict { current } = outcome {
+                assert_eq!(current, Some(vec![winners[0]]));
+            }
+        }
+    };
+
+    let batched = in_one_batch(&file, &path, || racers(&file, "batched")).await;
+    check(batched, file.get("batched").await.unwrap());
+    for store in [&file, &memory] {
+        let mut results = Vec::new();
+        for task in racers(store, "free") {
+            results.push(task.await.unwrap());
+        }
+        check(results, store.get("free").await.unwrap());
+    }
+}
+
+/// Writes that time out waiting for the file lock are not written later, when
+/// the lock is free: a timeout means "not done".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_timed_out_writes_are_not_written_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.db");
+    let timeout = Duration::from_millis(300);
+    let store = Arc::new(
+        SqliteStore::open(&path, LABEL)
+            .unwrap()
+            .with_timeout(timeout),
+    );
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.set(&format!("k{i}"), b"v").await })
+        })
+        .collect();
+    for task in tasks {
+        let result = task.await.unwrap();
+        assert!(matches!(result, Err(KvError::Unavailable(_))), "{result:?}");
+    }
+    assert!(started.elapsed() < timeout + Duration::from_millis(500));
+    locker.execute_batch("ROLLBACK").unwrap();
+    // The writer is free again; nothing of the failed writes shows up.
+    store.set("after", b"v").await.unwrap();
+    assert_eq!(
+        sorted_keys(&(store.clone() as Store)).await,
+        keys(&["after"])
+    );
+}
+
+/// An in-memory store's reads go through its writer thread: under
+/// concurrency, each task reads its own writes and never another's
+/// half-done `set_many`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_in_memory_store_under_concurrency() {
+    let store = Arc::new(SqliteStore::in_memory(LABEL).unwrap());
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (a, b) = (format!("a{t}"), format!("b{t}"));
+                for i in 0..50u8 {
+                    store
+                        .set_many(&[(a.clone(), vec![i]), (b.clone(), vec![i])])
+                        .await
+                        .unwrap();
+                    assert_eq!(store.get(&a).await.unwrap(), Some(vec![i]));
+                    let both = store.get_many(&[a.clone(), b.clone()]).await.unwrap();
+                    assert_eq!(both[0].1, both[1].1);
+                    store.increment("shared", 1).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.increment("shared", 0).await.unwrap(), 800);
+    assert_eq!(store.list_keys().await.unwrap().len(), 33);
 }
 
 // ---- Redis only ----

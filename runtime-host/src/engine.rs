@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
-use wasmtime::{Config, Enabled, Engine, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, PoolingAllocationConfig, ProfilingStrategy};
 
 use crate::limits::EPOCH_TICK;
 
@@ -45,11 +45,25 @@ pub fn build_engine(settings: &EngineSettings) -> anyhow::Result<Engine> {
     if settings.pooling {
         config.allocation_strategy(pooling_config(settings));
     }
+    config.profiler(profiler_from_env()?);
     let engine = Engine::new(&config)
         .map_err(anyhow::Error::from)
         .context("configuring the wasmtime engine")?;
     start_epoch_ticker(&engine);
     Ok(engine)
+}
+
+/// `KIOSK_PROFILE=perfmap` (or `jitdump`) makes guest code visible to
+/// `perf` by name, as `wasmtime --profile` does; unset, no profiler.
+fn profiler_from_env() -> anyhow::Result<ProfilingStrategy> {
+    match std::env::var("KIOSK_PROFILE").as_deref() {
+        Err(_) | Ok("" | "none") => Ok(ProfilingStrategy::None),
+        Ok("perfmap") => Ok(ProfilingStrategy::PerfMap),
+        Ok("jitdump") => Ok(ProfilingStrategy::JitDump),
+        Ok(other) => {
+            anyhow::bail!("KIOSK_PROFILE={other:?} is not a profiler; use perfmap, jitdump or none")
+        }
+    }
 }
 
 fn pooling_config(settings: &EngineSettings) -> PoolingAllocationConfig {

@@ -23,13 +23,12 @@
 //! Every service must be served by at least one counter (waiting estimates
 //! divide by the number of counters serving a service).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::Deserialize;
-use serde_json::Value;
 
 /// A catalog validation error: the JSON path and what is wrong there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,24 +128,28 @@ impl Catalog {
     }
 
     /// Parses and validates a catalog.
+    ///
+    /// One pass of typed deserialisation (components parse the catalog on
+    /// every request), then the checks; paths in errors are built only for
+    /// the error reported.
     pub fn from_json(json: &str) -> Result<Catalog, CatalogError> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct RawCatalog {
-            branches: Vec<Value>,
-        }
-        let raw: RawCatalog = serde_json::from_str(json).map_err(|e| err("", e.to_string()))?;
+        let mut de = serde_json::Deserializer::from_str(json);
+        let raw: RawCatalog = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            err(path, e.into_inner().to_string())
+        })?;
+        de.end().map_err(|e| err("", e.to_string()))?;
         if raw.branches.is_empty() {
             return Err(err("branches", "the catalog needs at least one branch"));
         }
         let mut branches: Vec<Branch> = Vec::with_capacity(raw.branches.len());
-        let mut ids = BTreeSet::new();
-        for (i, value) in raw.branches.into_iter().enumerate() {
-            let path = format!("branches[{i}]");
-            let branch = parse_branch(&path, value)?;
-            if !ids.insert(branch.id.clone()) {
+        for (i, raw) in raw.branches.into_iter().enumerate() {
+            let path = || format!("branches[{i}]");
+            let branch = parse_branch(&path, raw)?;
+            if branches.iter().any(|b| b.id == branch.id) {
                 return Err(err(
-                    format!("{path}.id"),
+                    format!("{}.id", path()),
                     format!("duplicate branch id {:?}", branch.id),
                 ));
             }
@@ -242,87 +245,89 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn check_id(path: &str, id: &str) -> Result<(), CatalogError> {
+fn check_id(path: impl FnOnce() -> String, id: &str) -> Result<(), CatalogError> {
     if valid_id(id) {
         Ok(())
     } else {
         Err(err(
-            path,
+            path(),
             format!("invalid id {id:?}: use 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"),
         ))
     }
 }
 
-fn from_value<T: serde::de::DeserializeOwned>(path: &str, value: Value) -> Result<T, CatalogError> {
-    serde_json::from_value(value).map_err(|e| err(path, e.to_string()))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    branches: Vec<RawBranch>,
 }
 
-fn parse_branch(path: &str, value: Value) -> Result<Branch, CatalogError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct RawBranch {
-        id: String,
-        name: String,
-        time_zone: String,
-        #[serde(default)]
-        hours: Option<BTreeMap<String, Value>>,
-        #[serde(default)]
-        always_open: bool,
-        services: Vec<Value>,
-        counters: Vec<Value>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct RawService {
-        id: String,
-        code: String,
-        #[serde(default)]
-        name: Option<String>,
-        minutes: u32,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct RawCounter {
-        id: String,
-        services: Vec<String>,
-    }
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBranch {
+    id: String,
+    name: String,
+    time_zone: String,
+    #[serde(default)]
+    hours: Option<BTreeMap<String, Vec<Vec<String>>>>,
+    #[serde(default)]
+    always_open: bool,
+    services: Vec<RawService>,
+    counters: Vec<RawCounter>,
+}
 
-    let raw: RawBranch = from_value(path, value)?;
-    check_id(&format!("{path}.id"), &raw.id)?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    id: String,
+    code: String,
+    #[serde(default)]
+    name: Option<String>,
+    minutes: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCounter {
+    id: String,
+    services: Vec<String>,
+}
+
+fn parse_branch(path: &dyn Fn() -> String, raw: RawBranch) -> Result<Branch, CatalogError> {
+    check_id(|| format!("{}.id", path()), &raw.id)?;
     let time_zone: Tz = raw.time_zone.parse().map_err(|_| {
         err(
-            format!("{path}.time_zone"),
+            format!("{}.time_zone", path()),
             format!("unknown IANA time zone {:?}", raw.time_zone),
         )
     })?;
     let hours = match (raw.always_open, raw.hours) {
         (true, Some(_)) => {
             return Err(err(
-                format!("{path}.hours"),
+                format!("{}.hours", path()),
                 "give either \"hours\" or \"always_open\": true, not both",
             ));
         }
         (true, None) => Hours::AlwaysOpen,
-        (false, Some(map)) => parse_hours(&format!("{path}.hours"), map)?,
+        (false, Some(map)) => parse_hours(&|| format!("{}.hours", path()), map)?,
         (false, None) => {
-            return Err(err(path, "missing \"hours\" (or \"always_open\": true)"));
+            return Err(err(path(), "missing \"hours\" (or \"always_open\": true)"));
         }
     };
 
     if raw.services.is_empty() {
         return Err(err(
-            format!("{path}.services"),
+            format!("{}.services", path()),
             "a branch needs at least one service",
         ));
     }
-    let mut services: Vec<Service> = Vec::new();
-    for (i, value) in raw.services.into_iter().enumerate() {
-        let spath = format!("{path}.services[{i}]");
-        let s: RawService = from_value(&spath, value)?;
-        check_id(&format!("{spath}.id"), &s.id)?;
+    let mut services: Vec<Service> = Vec::with_capacity(raw.services.len());
+    for (i, s) in raw.services.into_iter().enumerate() {
+        let spath = || format!("{}.services[{i}]", path());
+        check_id(|| format!("{}.id", spath()), &s.id)?;
         if services.iter().any(|o| o.id == s.id) {
             return Err(err(
-                format!("{spath}.id"),
+                format!("{}.id", spath()),
                 format!("duplicate service id {:?}", s.id),
             ));
         }
@@ -331,20 +336,20 @@ fn parse_branch(path: &str, value: Value) -> Result<Branch, CatalogError> {
             (Some(c), None) if c.is_ascii_uppercase() => c,
             _ => {
                 return Err(err(
-                    format!("{spath}.code"),
+                    format!("{}.code", spath()),
                     format!("code {:?} must be one uppercase letter A-Z", s.code),
                 ));
             }
         };
         if let Some(other) = services.iter().find(|o| o.code == code) {
             return Err(err(
-                format!("{spath}.code"),
+                format!("{}.code", spath()),
                 format!("code {code:?} is already used by service {:?}", other.id),
             ));
         }
         if s.minutes == 0 || s.minutes > 24 * 60 {
             return Err(err(
-                format!("{spath}.minutes"),
+                format!("{}.minutes", spath()),
                 format!(
                     "service minutes must be between 1 and 1440, got {}",
                     s.minutes
@@ -361,34 +366,33 @@ fn parse_branch(path: &str, value: Value) -> Result<Branch, CatalogError> {
 
     if raw.counters.is_empty() {
         return Err(err(
-            format!("{path}.counters"),
+            format!("{}.counters", path()),
             "a branch needs at least one counter",
         ));
     }
-    let mut counters: Vec<Counter> = Vec::new();
-    for (i, value) in raw.counters.into_iter().enumerate() {
-        let cpath = format!("{path}.counters[{i}]");
-        let c: RawCounter = from_value(&cpath, value)?;
-        check_id(&format!("{cpath}.id"), &c.id)?;
+    let mut counters: Vec<Counter> = Vec::with_capacity(raw.counters.len());
+    for (i, c) in raw.counters.into_iter().enumerate() {
+        let cpath = || format!("{}.counters[{i}]", path());
+        check_id(|| format!("{}.id", cpath()), &c.id)?;
         if counters.iter().any(|o| o.id == c.id) {
             return Err(err(
-                format!("{cpath}.id"),
+                format!("{}.id", cpath()),
                 format!("duplicate counter id {:?}", c.id),
             ));
         }
         if c.services.is_empty() {
             return Err(err(
-                format!("{cpath}.services"),
+                format!("{}.services", cpath()),
                 "a counter must serve at least one service",
             ));
         }
         for (j, s) in c.services.iter().enumerate() {
-            let p = format!("{cpath}.services[{j}]");
+            let p = || format!("{}.services[{j}]", cpath());
             if !services.iter().any(|o| &o.id == s) {
-                return Err(err(p, format!("unknown service {s:?}")));
+                return Err(err(p(), format!("unknown service {s:?}")));
             }
             if c.services[..j].contains(s) {
-                return Err(err(p, format!("service {s:?} is listed twice")));
+                return Err(err(p(), format!("service {s:?} is listed twice")));
             }
         }
         counters.push(Counter {
@@ -399,7 +403,7 @@ fn parse_branch(path: &str, value: Value) -> Result<Branch, CatalogError> {
     for (i, s) in services.iter().enumerate() {
         if !counters.iter().any(|c| c.services.contains(&s.id)) {
             return Err(err(
-                format!("{path}.services[{i}]"),
+                format!("{}.services[{i}]", path()),
                 format!("service {:?} is served by no counter", s.id),
             ));
         }
@@ -425,41 +429,43 @@ const WEEKDAYS: [(&str, Weekday); 7] = [
     ("sun", Weekday::Sun),
 ];
 
-fn parse_hours(path: &str, map: BTreeMap<String, Value>) -> Result<Hours, CatalogError> {
+fn parse_hours(
+    path: &dyn Fn() -> String,
+    map: BTreeMap<String, Vec<Vec<String>>>,
+) -> Result<Hours, CatalogError> {
     let mut days: [Vec<Interval>; 7] = Default::default();
-    for (day, value) in map {
-        let dpath = format!("{path}.{day}");
+    for (day, pairs) in map {
+        let dpath = || format!("{}.{day}", path());
         let Some((_, weekday)) = WEEKDAYS.iter().find(|(name, _)| *name == day) else {
             return Err(err(
-                dpath,
+                dpath(),
                 "unknown weekday; use mon, tue, wed, thu, fri, sat, sun",
             ));
         };
-        let pairs: Vec<Vec<String>> = from_value(&dpath, value)?;
         let mut intervals = Vec::with_capacity(pairs.len());
         for (i, pair) in pairs.iter().enumerate() {
-            let ipath = format!("{dpath}[{i}]");
+            let ipath = || format!("{}[{i}]", dpath());
             let [open, close] = pair.as_slice() else {
                 return Err(err(
-                    ipath,
+                    ipath(),
                     "an interval is [\"HH:MM\", \"HH:MM\"] (open, close)",
                 ));
             };
             let open_m = parse_hhmm(open).ok_or_else(|| {
                 err(
-                    format!("{ipath}[0]"),
+                    format!("{}[0]", ipath()),
                     format!("bad time {open:?}; use \"HH:MM\" from 00:00 to 23:59"),
                 )
             })?;
             let close_m = parse_hhmm(close).ok_or_else(|| {
                 err(
-                    format!("{ipath}[1]"),
+                    format!("{}[1]", ipath()),
                     format!("bad time {close:?}; use \"HH:MM\" from 00:01 to 24:00"),
                 )
             })?;
             if open_m >= close_m || open_m >= 1440 {
                 return Err(err(
-                    ipath,
+                    ipath(),
                     format!("opening time {open} must be before closing time {close}"),
                 ));
             }
@@ -475,7 +481,7 @@ fn parse_hours(path: &str, map: BTreeMap<String, Value>) -> Result<Hours, Catalo
         for w in intervals.windows(2) {
             if w[1].1.open < w[0].1.close {
                 return Err(err(
-                    format!("{dpath}[{}]", w[1].0),
+                    format!("{}[{}]", dpath(), w[1].0),
                     "interval overlaps another interval of the same day",
                 ));
             }
@@ -608,7 +614,7 @@ mod tests {
             (r#"{"branches":[],"x":1}"#.into(), "unknown field"),
             (
                 branch_json(r#""time_zone2":1,"always_open":true,"#),
-                "branches[0]: unknown field `time_zone2`",
+                "branches[0].time_zone2: unknown field `time_zone2`",
             ),
             (
                 branch_json(r#""always_open":true,"#).replace("Asia/Seoul", "Mars/Olympus"),
@@ -695,7 +701,7 @@ mod tests {
             ),
             (
                 branch_json(r#""always_open":true,"#).replace(r#""minutes":5"#, r#""minutes":"5""#),
-                "branches[0].services[0]: invalid type",
+                "branches[0].services[0].minutes: invalid type",
             ),
         ];
         for (json, expected) in cases {

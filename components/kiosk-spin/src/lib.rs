@@ -63,9 +63,14 @@ impl Store for KvStore {
         new: &[u8],
     ) -> Result<bool, StoreError> {
         let cas = Cas::new(&self.bucket, key).map_err(|e| store_error("cas", e))?;
-        let current = cas.current().map_err(|e| store_error("cas current", e))?;
-        if current.as_deref() != expected {
-            return Ok(false);
+        // A handle never read swaps only if the key is absent (kiosk-host;
+        // Spin's swap then is the same upsert as after reading "absent"), so
+        // insert-if-absent needs no read first: one round trip, not two.
+        if let Some(expected) = expected {
+            let current = cas.current().map_err(|e| store_error("cas current", e))?;
+            if current.as_deref() != Some(expected) {
+                return Ok(false);
+            }
         }
         match atomics::swap(cas, new) {
             Ok(()) => Ok(true),

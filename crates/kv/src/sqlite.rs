@@ -36,9 +36,10 @@
 //!
 //! # Reads
 //!
-//! A file-backed handle also has a few reader connections, used on tokio's
-//! blocking pool; thanks to WAL they run beside the writer and see committed
-//! data only. An in-memory store is a single connection, so its writer thread
+//! A file-backed handle also has a few reader connections; thanks to WAL
+//! they run beside the writer and see committed data only. Point reads
+//! (`get`, `exists`, `get_many`) run on the caller's thread when a reader is
+//! idle, scans (`list_keys`) on tokio's blocking pool. An in-memory store is a single connection, so its writer thread
 //! runs its reads too (inside its batches).
 
 use std::cell::Cell;
@@ -249,6 +250,25 @@ impl SqliteStore {
         self.writer.commits.load(Ordering::Relaxed)
     }
 
+    /// A point read (a few keys by primary key): on the calling thread when
+    /// a reader connection is idle, else as [`read`](Self::read) does.
+    ///
+    /// Such a read takes microseconds (WAL readers wait for no lock; the
+    /// pages are in SQLite's cache or the OS's), less than the two thread
+    /// switches of a hop to the blocking pool and back, which dominated a
+    /// ticket's reads. The busy handler still ends any wait at the deadline.
+    async fn point_read<T, F>(&self, what: &'static str, f: F) -> Result<T, KvError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &str) -> Result<T, KvError> + Send + 'static,
+    {
+        if let Some(mut lease) = self.readers.as_ref().and_then(|r| r.try_lease()) {
+            let deadline = Instant::now() + self.timeout;
+            return with_deadline(deadline, || f(lease.conn(), &self.label));
+        }
+        self.read(what, f).await
+    }
+
     /// Runs `f` on a reader connection on the blocking thread pool, within the
     /// operation timeout; on an in-memory store, on the writer thread.
     async fn read<T, F>(&self, what: &'static str, f: F) -> Result<T, KvError>
@@ -361,7 +381,7 @@ impl SqliteStore {
 impl KvBackend for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let key = key.to_owned();
-        self.read("get", move |conn, label| read_value(conn, label, &key))
+        self.point_read("get", move |conn, label| read_value(conn, label, &key))
             .await
     }
 
@@ -385,7 +405,7 @@ impl KvBackend for SqliteStore {
 
     async fn exists(&self, key: &str) -> Result<bool, KvError> {
         let key = key.to_owned();
-        self.read("exists", move |conn, label| {
+        self.point_read("exists", move |conn, label| {
             conn.prepare_cached(EXISTS)
                 .and_then(|mut stmt| stmt.exists(params![label, key]))
                 .map_err(map_err)
@@ -407,7 +427,7 @@ impl KvBackend for SqliteStore {
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>, KvError> {
         let keys = keys.to_vec();
-        self.read("get_many", move |conn, label| {
+        self.point_read("get_many", move |conn, label| {
             // One read transaction, so every value comes from the same
             // snapshot. A savepoint, because on an in-memory store this runs
             // inside the writer's transaction already.
@@ -900,6 +920,17 @@ impl Pool {
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(conns.len())),
             idle: Mutex::new(conns),
+        })
+    }
+
+    /// An idle connection now, if there is one.
+    fn try_lease(self: &Arc<Self>) -> Option<Lease> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let conn = lock(&self.idle).pop()?;
+        Some(Lease {
+            conn: Some(conn),
+            pool: self.clone(),
+            _permit: permit,
         })
     }
 

@@ -133,13 +133,22 @@ impl Catalog {
     /// every request), then the checks; paths in errors are built only for
     /// the error reported.
     pub fn from_json(json: &str) -> Result<Catalog, CatalogError> {
-        let mut de = serde_json::Deserializer::from_str(json);
-        let raw: RawCatalog = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            err(path, e.into_inner().to_string())
+        // Untracked first: tracking the path costs on every value. Only a
+        // catalog that fails is parsed again, tracked, to say where.
+        let raw: RawCatalog = serde_json::from_str(json).map_err(|_| {
+            let mut de = serde_json::Deserializer::from_str(json);
+            match serde_path_to_error::deserialize::<_, RawCatalog>(&mut de) {
+                Ok(_) => match de.end() {
+                    Ok(()) => err("", "the catalog cannot be parsed"),
+                    Err(e) => err("", e.to_string()),
+                },
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let path = if path == "." { String::new() } else { path };
+                    err(path, e.into_inner().to_string())
+                }
+            }
         })?;
-        de.end().map_err(|e| err("", e.to_string()))?;
         if raw.branches.is_empty() {
             return Err(err("branches", "the catalog needs at least one branch"));
         }

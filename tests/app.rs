@@ -855,3 +855,104 @@ async fn a_slow_core_within_its_timeout_still_answers() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["account"], "7");
 }
+
+/// spin.toml rewritten into `dir` (wasm sources absolute, the catalog
+/// folder copied beside it, as files must lie inside the app's directory),
+/// the ticket component reading `ticket_catalog` and the queue component
+/// mounting `dir/queue_catalog_dir` instead.
+fn manifest_with_catalogs(
+    dir: &std::path::Path,
+    ticket_catalog: &str,
+    queue_catalog_dir: &str,
+) -> std::path::PathBuf {
+    let root = repo();
+    let catalog = dir.join("catalog");
+    std::fs::create_dir_all(&catalog).unwrap();
+    for entry in std::fs::read_dir(root.join("crates/kiosk-domain/catalog")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), catalog.join(entry.file_name())).unwrap();
+    }
+    let text = std::fs::read_to_string(root.join("spin.toml")).unwrap();
+    let queue_start = text.find("[component.queue]").unwrap();
+    let (before, after) = text.split_at(queue_start);
+    let before = before.replacen(
+        "catalog_path = \"/catalog/dev.json\"",
+        &format!("catalog_path = \"{ticket_catalog}\""),
+        1,
+    );
+    let after = after.replacen(
+        "\"crates/kiosk-domain/catalog\"",
+        &format!("\"{queue_catalog_dir}\""),
+        1,
+    );
+    let text = format!("{before}{after}")
+        .replace("\"crates/kiosk-domain/catalog\"", "\"catalog\"")
+        .replace(
+            "source = \"target/",
+            &format!("source = \"{}/target/", root.display()),
+        );
+    let manifest = dir.join("spin.toml");
+    std::fs::write(&manifest, text).unwrap();
+    manifest
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_or_broken_catalog_is_a_clear_error_and_the_rest_keeps_serving() {
+    guest_wasm("ticket");
+    let core = CoreSim::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken-catalog");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(
+        broken.join("dev.json"),
+        "{\"branches\": [{\"id\": \"demo\",\n",
+    )
+    .unwrap();
+    let manifest = manifest_with_catalogs(dir.path(), "/catalog/missing.json", "broken-catalog");
+    let state = dir.path().join("state");
+    let host = Host::start_with_env(
+        &manifest,
+        &state,
+        &[],
+        &[("SPIN_VARIABLE_CORE_BASE_URL", &core.url)],
+    );
+    let http = client();
+
+    let response = http
+        .post(host.url("/api/v1/tickets"))
+        .header("authorization", KIOSK)
+        .header("idempotency-key", "no-catalog")
+        .json(&deposit())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    // The client is told to retry; the operator's log says what is wrong.
+    assert!(
+        host.wait_for_log("reading the catalog /catalog/missing.json: entity not found"),
+        "{}",
+        host.stderr()
+    );
+
+    let response = http
+        .get(host.url("/api/v1/queues/demo"))
+        .header("authorization", KIOSK)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    assert!(
+        host.wait_for_log("invalid catalog /catalog/dev.json: "),
+        "{}",
+        host.stderr()
+    );
+
+    // Health reads no catalog and still answers.
+    let health = http.get(host.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -3,6 +3,7 @@
 //! Spin variables, the clock and randomness, and JSON responses with the
 //! domain's stable error codes.
 
+pub mod files;
 pub mod outbound;
 
 use chrono::{DateTime, Utc};
@@ -120,7 +121,7 @@ pub fn random16() -> [u8; 16] {
 pub fn catalog() -> Result<Catalog, DomainError> {
     let path =
         spin_sdk::variables::get("catalog_path").unwrap_or_else(|_| "/catalog/dev.json".into());
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = files::read_to_string(&path).map_err(|e| {
         DomainError::StoreUnavailable(StoreError(format!("reading the catalog {path}: {e}")))
     })?;
     Catalog::from_json(&text).map_err(|e| {
@@ -193,7 +194,10 @@ pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
 /// The error response for a domain error: `{"error":{"code","message"}}`.
 pub fn error(e: &DomainError) -> Response {
     let mut response = json(e.status(), &serde_json::json!({ "error": e.body() }));
-    if matches!(e, DomainError::StoreUnavailable(_)) {
+    if let DomainError::StoreUnavailable(cause) = e {
+        // Clients get a generic message; the operator gets the cause (on
+        // the host's stderr, as Spin echoes guest output).
+        eprintln!("{}: {cause}", e.code());
         response.set_header("retry-after", "1");
     }
     if matches!(e, DomainError::Unauthorized(_)) {

@@ -34,6 +34,21 @@
 //! An operation whose deadline has passed before its turn, or whose caller has
 //! stopped waiting, is not run (the first is answered with a timeout).
 //!
+//! # Checkpoints
+//!
+//! SQLite copies the WAL back into the database file (a checkpoint) once the
+//! log passes 1000 pages, and by default the connection whose commit crossed
+//! the mark does it, inside that commit: every write queued behind it waits
+//! the checkpoint's copying and fsync out (tens of milliseconds on a VM).
+//! Here the writer connection only notes that the log is long, and a
+//! checkpointer thread with its own connection runs `PASSIVE` checkpoints,
+//! which wait for no lock and let commits go on beside them. SQLite reuses
+//! the log from its start only after a checkpoint that copied all of it,
+//! which one racing back-to-back commits rarely manages; so at twice the
+//! threshold the writer finishes the job itself, copying only the frames
+//! written since the last background pass. Under sustained writes the log
+//! file stays about two thresholds long.
+//!
 //! # Reads
 //!
 //! A file-backed handle also has a few reader connections; thanks to WAL
@@ -79,6 +94,10 @@ const READERS: usize = 4;
 /// how long the first operation of a batch waits for the last (each one is a
 /// few microseconds next to the fsync) and the size of the transaction.
 const MAX_BATCH: usize = 256;
+
+/// WAL length (pages) past which the checkpointer is woken: SQLite's own
+/// auto-checkpoint threshold.
+const CHECKPOINT_PAGES: i32 = 1000;
 
 /// How long a connection sleeps between attempts to take a lock another
 /// connection holds. Short and constant on purpose: SQLite's own busy handler
@@ -185,6 +204,12 @@ impl SqliteStore {
             Ok(conn)
         })
         .map_err(context)?;
+        let checkpointer = with_deadline(deadline, || {
+            configure(Connection::open_with_flags(path, flags).map_err(map_err)?)
+        })
+        .map_err(context)?;
+        let writer =
+            checkpoint_in_background(writer, checkpointer, location.clone()).map_err(context)?;
         let readers = (0..READERS)
             .map(|_| {
                 with_deadline(deadline, || {
@@ -860,6 +885,59 @@ fn upsert(conn: &Connection, label: &str, key: &str, value: &[u8]) -> Result<(),
         .and_then(|mut stmt| stmt.execute(params![label, key, value]))
         .map_err(map_err)?;
     Ok(())
+}
+
+/// Hands the checkpoints of `writer`'s database to a thread of their own
+/// that uses `conn` (see the module docs). The thread ends when `writer` is
+/// dropped.
+fn checkpoint_in_background(
+    mut writer: Connection,
+    conn: Connection,
+    location: Arc<str>,
+) -> Result<Connection, KvError> {
+    let (wake, woken) = mpsc::sync_channel::<()>(1);
+    // Replaces SQLite's auto-checkpoint (itself a WAL hook) on this
+    // connection: after each commit, `pages` is the length of the log.
+    writer
+        .wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages| {
+            if pages >= 2 * CHECKPOINT_PAGES {
+                // The log restarts from its beginning only at a write after a
+                // checkpoint that copied all of it, which one running beside
+                // back-to-back commits never does. This one finishes the job:
+                // it copies only what was written since the last background
+                // checkpoint, so the pause is short.
+                match wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE) {
+                    Ok(_) => {}
+                    // The background checkpoint is running: it will do.
+                    Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {}
+                    Err(error) => tracing::warn!(%error, "SQLite checkpoint failed"),
+                }
+            } else if pages >= CHECKPOINT_PAGES {
+                // Full: a wake-up is already pending.
+                let _ = wake.try_send(());
+            }
+            Ok(())
+        }))
+        .map_err(map_err)?;
+    std::thread::Builder::new()
+        .name("kiosk-kv-sqlite-checkpointer".into())
+        .spawn(move || {
+            while woken.recv().is_ok() {
+                let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                    Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                });
+                match result {
+                    Ok((log, copied)) => {
+                        tracing::debug!(location = %location, log, copied, "SQLite checkpoint")
+                    }
+                    Err(error) => {
+                        tracing::warn!(location = %location, %error, "SQLite checkpoint failed")
+                    }
+                }
+            }
+        })
+        .map_err(|e| KvError::Other(format!("cannot start the SQLite checkpointer thread: {e}")))?;
+    Ok(writer)
 }
 
 /// Settings shared by the writer and the readers.

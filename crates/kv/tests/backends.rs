@@ -916,3 +916,41 @@ async fn redis_out_of_memory_is_full() {
     // Reads still work.
     assert_eq!(s.get("k0").await.unwrap(), Some(chunk));
 }
+
+/// Checkpoints happen off the commit path but do happen: after writing far
+/// more than the WAL's threshold, the log file stays a few thousand pages
+/// long (without checkpoints it would hold every write) and the data is in
+/// the database file, and survives reopening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_keep_the_wal_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.db");
+    let store = Arc::new(SqliteStore::open(&path, LABEL).unwrap());
+    let value = vec![7u8; 2048];
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            let value = value.clone();
+            tokio::spawn(async move {
+                for i in 0..400 {
+                    store.set(&format!("k-{t}-{i}"), &value).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // 6400 values of 2 KiB: at least 12.5 MiB of WAL frames without
+    // checkpoints, whichever way the writes were batched.
+    let wal = std::fs::metadata(dir.path().join("kv.db-wal"))
+        .unwrap()
+        .len();
+    assert!(wal < 10 << 20, "WAL is {wal} bytes");
+    let db = std::fs::metadata(&path).unwrap().len();
+    assert!(db > 4 << 20, "database file is {db} bytes");
+    drop(store);
+    let reopened = SqliteStore::open(&path, LABEL).unwrap();
+    assert_eq!(reopened.list_keys().await.unwrap().len(), 6400);
+    assert_eq!(reopened.get("k-15-399").await.unwrap(), Some(value));
+}

@@ -44,10 +44,12 @@
 //! checkpointer thread with its own connection runs `PASSIVE` checkpoints,
 //! which wait for no lock and let commits go on beside them. SQLite reuses
 //! the log from its start only after a checkpoint that copied all of it,
-//! which one racing back-to-back commits rarely manages; so at twice the
+//! which passes racing back-to-back commits rarely manage; so at twice the
 //! threshold the writer finishes the job itself, copying only the frames
-//! written since the last background pass. Under sustained writes the log
-//! file stays about two thresholds long.
+//! written since the last pass. The passes are small and regular (one every
+//! few milliseconds while the log is long), so the disk is never handed a
+//! thousand pages at once that a commit's flush would then wait for. Under
+//! sustained writes the log file stays about two thresholds long.
 //!
 //! # Reads
 //!
@@ -98,6 +100,9 @@ const MAX_BATCH: usize = 256;
 /// WAL length (pages) past which the checkpointer is woken: SQLite's own
 /// auto-checkpoint threshold.
 const CHECKPOINT_PAGES: i32 = 1000;
+
+/// Shortest time between two background checkpoints.
+const CHECKPOINT_PACE: Duration = Duration::from_millis(5);
 
 /// How long a connection sleeps between attempts to take a lock another
 /// connection holds. Short and constant on purpose: SQLite's own busy handler
@@ -901,14 +906,14 @@ fn checkpoint_in_background(
     writer
         .wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages| {
             if pages >= 2 * CHECKPOINT_PAGES {
-                // The log restarts from its beginning only at a write after a
-                // checkpoint that copied all of it, which one running beside
-                // back-to-back commits never does. This one finishes the job:
-                // it copies only what was written since the last background
-                // checkpoint, so the pause is short.
+                // The log restarts from its beginning only at a write after
+                // a checkpoint that copied all of it, which passes racing
+                // back-to-back commits rarely manage. This one finishes the
+                // job: the background passes copied all but the last few
+                // milliseconds of frames.
                 match wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE) {
                     Ok(_) => {}
-                    // The background checkpoint is running: it will do.
+                    // A background pass is running: the next commit retries.
                     Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {}
                     Err(error) => tracing::warn!(%error, "SQLite checkpoint failed"),
                 }
@@ -924,7 +929,7 @@ fn checkpoint_in_background(
         .spawn(move || {
             while woken.recv().is_ok() {
                 let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                    Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                    Ok((row.get::<_, i32>(1)?, row.get::<_, i32>(2)?))
                 });
                 match result {
                     Ok((log, copied)) => {
@@ -934,6 +939,10 @@ fn checkpoint_in_background(
                         tracing::warn!(location = %location, %error, "SQLite checkpoint failed")
                     }
                 }
+                // Small, regular passes: the disk writes a few pages of the
+                // database between commits instead of a thousand at once,
+                // which would hold up the commits' own flushes.
+                std::thread::sleep(CHECKPOINT_PACE);
             }
         })
         .map_err(|e| KvError::Other(format!("cannot start the SQLite checkpointer thread: {e}")))?;

@@ -43,29 +43,23 @@ pub fn read(path: &str) -> io::Result<Vec<u8>> {
         let (chunk, end) = file
             .read(READ_CHUNK, contents.len() as u64)
             .map_err(to_io)?;
-        if chunk.is_empty() || end {
-            contents.extend_from_slice(&chunk);
+        let done = end || chunk.is_empty();
+        contents.extend_from_slice(&chunk);
+        if done {
             return Ok(contents);
         }
-        contents.extend_from_slice(&chunk);
     }
 }
 
 /// The preopened directory that holds `path` (the longest matching mount)
 /// and the path relative to it.
 fn preopen_for(path: &str) -> io::Result<(Descriptor, String)> {
-    let mut best: Option<(Descriptor, String)> = None;
-    let mut best_len = 0;
-    for (dir, mount) in get_directories() {
-        let Some(rest) = relative_to(&mount, path) else {
-            continue;
-        };
-        if best.is_none() || mount.len() > best_len {
-            best_len = mount.len();
-            best = Some((dir, rest));
-        }
-    }
-    best.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no mounted directory holds it"))
+    get_directories()
+        .into_iter()
+        .filter_map(|(dir, mount)| Some((mount.len(), dir, relative_to(&mount, path)?)))
+        .max_by_key(|(mount_len, ..)| *mount_len)
+        .map(|(_, dir, rest)| (dir, rest))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no mounted directory holds it"))
 }
 
 /// `path` relative to the directory mounted at `mount`, if it is inside it.

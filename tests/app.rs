@@ -896,6 +896,16 @@ fn manifest_with_catalogs(
     manifest
 }
 
+/// A 503 `store_unavailable` with `Retry-After`, whose cause (`log`) is in
+/// the host's log.
+async fn expect_unavailable_and_logged(response: reqwest::Response, host: &Host, log: &str) {
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    assert!(host.wait_for_log(log), "{}", host.stderr());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_or_broken_catalog_is_a_clear_error_and_the_rest_keeps_serving() {
     guest_wasm("ticket");
@@ -926,16 +936,13 @@ async fn a_missing_or_broken_catalog_is_a_clear_error_and_the_rest_keeps_serving
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["retry-after"], "1");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
     // The client is told to retry; the operator's log says what is wrong.
-    assert!(
-        host.wait_for_log("reading the catalog /catalog/missing.json: entity not found"),
-        "{}",
-        host.stderr()
-    );
+    expect_unavailable_and_logged(
+        response,
+        &host,
+        "reading the catalog /catalog/missing.json: entity not found",
+    )
+    .await;
 
     let response = http
         .get(host.url("/api/v1/queues/demo"))
@@ -943,14 +950,7 @@ async fn a_missing_or_broken_catalog_is_a_clear_error_and_the_rest_keeps_serving
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 503);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
-    assert!(
-        host.wait_for_log("invalid catalog /catalog/dev.json: "),
-        "{}",
-        host.stderr()
-    );
+    expect_unavailable_and_logged(response, &host, "invalid catalog /catalog/dev.json: ").await;
 
     // Health reads no catalog and still answers.
     let health = http.get(host.url("/health")).send().await.unwrap();

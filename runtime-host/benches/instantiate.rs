@@ -44,7 +44,7 @@ fn instantiate(c: &mut Criterion) {
         let pre = ProxyPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
         group.bench_function(&id, |b| {
             b.to_async(&runtime).iter(|| async {
-                let state = HostState::new(&grants, 64 << 20).unwrap();
+                let state = HostState::new(&grants, 64 << 20, 0).unwrap();
                 let mut store = Store::new(&engine, state);
                 store.limiter(|s| &mut s.limiter);
                 install_deadline(

@@ -14,9 +14,12 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::capabilities::outbound::{OutboundPolicy, OutboundTimeouts};
+use crate::capabilities::outbound::OutboundPolicy;
 use crate::capabilities::{Grants, HostState};
+use crate::config::{ComponentSettings, ServerSettings};
 use crate::engine::{CacheOutcome, CompileCache};
+use crate::limits::InstanceSlots;
+use crate::policy::Destinations;
 use crate::variables::AppVariables;
 
 /// One component ready to serve: pre-instantiated once, instantiated per request.
@@ -27,6 +30,9 @@ pub struct AppComponent {
     pub pre: ProxyPre<HostState>,
     /// What the manifest grants it.
     pub grants: Arc<Grants>,
+    /// Its own instance slots (a bulkhead), when it has a limit below the
+    /// host's: taken before one of the host's slots.
+    pub slots: Option<InstanceSlots>,
 }
 
 /// Everything a request needs from the application.
@@ -58,8 +64,13 @@ pub struct LoadOptions {
     pub variables: AppVariables,
     /// This host's listener (`host:port`), the target of `self` requests.
     pub self_authority: Option<http::uri::Authority>,
-    /// Bounds on outbound calls.
-    pub outbound_timeouts: OutboundTimeouts,
+    /// The outbound policy of every destination.
+    pub destinations: Option<Arc<Destinations>>,
+    /// kiosk-host's settings per component (manifest tool tables, then the
+    /// host configuration).
+    pub components: BTreeMap<String, ComponentSettings>,
+    /// The host-wide limits the component limits are resolved against.
+    pub server: ServerSettings,
 }
 
 /// The current application, swappable while requests are in flight: a
@@ -233,11 +244,32 @@ fn prepare_component(
         .map_err(|e| {
             anyhow::anyhow!("{at}: component `{}`: allowed_outbound_hosts: {e}", def.id)
         })?;
+    let settings = options
+        .components
+        .get(&def.id)
+        .cloned()
+        .unwrap_or_default()
+        .resolve(!def.allowed_outbound_hosts.is_empty(), &options.server);
+    let slots = (settings.max_instances < options.server.max_instances
+        || settings.queue_timeout != options.server.queue_timeout)
+        .then(|| {
+            InstanceSlots::new(
+                settings.max_instances as usize,
+                settings.queue_depth,
+                settings.queue_timeout,
+            )
+        });
+    tracing::debug!(component = %def.id, ?settings, "component limits");
+    let destinations = options
+        .destinations
+        .clone()
+        .unwrap_or_else(|| Destinations::new(Default::default()));
     let outbound = OutboundPolicy::new(
         def.id.clone(),
         allowed,
         options.self_authority.clone(),
-        options.outbound_timeouts,
+        destinations,
+        settings.outbound_cache,
     );
     Ok(AppComponent {
         id: def.id.clone(),
@@ -250,6 +282,7 @@ fn prepare_component(
             variables,
             outbound,
         }),
+        slots,
     })
 }
 

@@ -146,11 +146,23 @@ impl Dispatcher {
         {
             return Err(HostError::BodyTooLarge { limit });
         }
-        let permit = self.slots.acquire().await?;
         let component = &app.components[index];
+        // The component's own bulkhead first, so a component stuck on a
+        // dependency waits for its own slots and never holds the host's.
+        let own_permit = match &component.slots {
+            Some(slots) => Some(slots.acquire().await?),
+            None => None,
+        };
+        let permit = (self.slots.acquire().await?, own_permit);
+        let hops = req
+            .headers()
+            .get(crate::policy::HOP_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(0);
         let deadline = Instant::now() + self.limits.deadline;
         let state =
-            HostState::new(&component.grants, self.limits.max_memory_bytes).map_err(|e| {
+            HostState::new(&component.grants, self.limits.max_memory_bytes, hops).map_err(|e| {
                 HostError::Internal(format!("preparing component `{}`: {e}", component.id))
             })?;
         let mut store = Store::new(component.pre.engine(), state);

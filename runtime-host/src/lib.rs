@@ -4,12 +4,14 @@
 pub mod app;
 pub mod capabilities;
 pub mod cli;
+pub mod config;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod guest_build;
 pub mod kv_stores;
 pub mod limits;
+pub mod policy;
 pub mod runtime_config;
 pub mod server;
 pub mod spin_headers;

@@ -117,7 +117,8 @@ fn line_of_key(text: &str, key: &str) -> usize {
         .map_or(1, |index| index + 1)
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+/// The 1-based line of byte `offset` in `text`.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
         .bytes()
         .filter(|b| *b == b'\n')

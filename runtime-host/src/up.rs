@@ -1,6 +1,7 @@
 //! Start-up, top to bottom: manifest → build → engine → compile → listen →
 //! serve → drain.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,11 +10,12 @@ use kiosk_manifest::Manifest;
 
 use crate::app::{self, AppHandle, LoadOptions, LoadedApp};
 use crate::capabilities::build_linker;
-use crate::capabilities::outbound::OutboundTimeouts;
 use crate::cli::{AppArgs, UpArgs};
+use crate::config::{self, ComponentSettings, HostConfig, ServerSettings};
 use crate::dispatch::Dispatcher;
 use crate::engine::{CompileCache, EngineSettings, build_engine};
 use crate::limits::{InstanceSlots, RequestLimits};
+use crate::policy::Destinations;
 use crate::runtime_config::RuntimeConfig;
 use crate::variables::{self, AppVariables};
 use crate::{guest_build, kv_stores, runtime_config, server};
@@ -35,20 +37,61 @@ fn state_dir(args: &AppArgs, manifest: &Manifest) -> PathBuf {
         .unwrap_or_else(|| manifest.app_root.join(".spin"))
 }
 
+/// kiosk-host's settings per component: the manifest's
+/// `[component.ID.tool.kiosk-host]` tables, then the host configuration's
+/// `[component.ID]` over them. A host configuration naming a component the
+/// manifest does not have is refused (a typo would silently do nothing).
+fn component_settings(
+    manifest: &Manifest,
+    config: &HostConfig,
+    config_path: Option<&std::path::Path>,
+) -> anyhow::Result<BTreeMap<String, ComponentSettings>> {
+    let text = std::fs::read_to_string(&manifest.path)
+        .with_context(|| format!("reading {}", manifest.path.display()))?;
+    let mut settings = config::manifest_component_settings(&text, &manifest.path)?;
+    for (id, over) in &config.component {
+        if !manifest.components.contains_key(id) {
+            let at = match config_path {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).unwrap_or_default();
+                    format!(
+                        "{}:{}",
+                        path.display(),
+                        config::line_of_component(&text, id)
+                    )
+                }
+                None => "host configuration".to_string(),
+            };
+            anyhow::bail!(
+                "{at}: [component.{id}]: {} has no component `{id}`",
+                manifest.path.display()
+            );
+        }
+        let merged = settings
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+            .overridden_by(over);
+        settings.insert(id.clone(), merged);
+    }
+    Ok(settings)
+}
+
 /// Loads and compiles the application (what `check` validates and `up`
 /// serves): runtime config, variables, key-value stores, components.
 pub async fn prepare(
     args: &AppArgs,
     manifest: &Manifest,
-    settings: &EngineSettings,
+    config: &HostConfig,
     env_overrides: Vec<(String, String)>,
     self_authority: Option<http::uri::Authority>,
-    outbound_timeouts: OutboundTimeouts,
+    destinations: Arc<Destinations>,
 ) -> anyhow::Result<LoadedApp> {
     let runtime_config = match &args.runtime_config_file {
         Some(path) => runtime_config::load(path)?,
         None => RuntimeConfig::default(),
     };
+    let components = component_settings(manifest, config, args.config.as_deref())?;
     let dotenv = variables::read_dotenv(&manifest.app_root)?;
     let variables = AppVariables::resolve(manifest, |key| std::env::var(key).ok(), &dotenv)?;
     let state_dir = state_dir(args, manifest);
@@ -59,10 +102,12 @@ pub async fn prepare(
         kv_stores,
         variables,
         self_authority,
-        outbound_timeouts,
+        destinations: Some(destinations),
+        components,
+        server: config.server.clone(),
     };
     let manifest = manifest.clone();
-    let settings = settings.clone();
+    let settings = engine_settings(&config.server);
     // Compiling is CPU-bound: keep it off the async workers.
     tokio::task::spawn_blocking(move || {
         let engine = build_engine(&settings)?;
@@ -74,17 +119,26 @@ pub async fn prepare(
     .context("load task")?
 }
 
+fn engine_settings(server: &ServerSettings) -> EngineSettings {
+    EngineSettings {
+        max_instances: server.max_instances,
+        max_memory_bytes: server.max_instance_memory,
+        pooling: server.pooling,
+    }
+}
+
 /// `kiosk-host check`.
 pub async fn check(args: &AppArgs) -> anyhow::Result<()> {
     let manifest = read_manifest(args)?;
     // The same engine settings as `up`, so the compiled cache serves both.
+    let config = args.host_config()?;
     let app = prepare(
         args,
         &manifest,
-        &EngineSettings::default(),
+        &config,
         Vec::new(),
         None,
-        OutboundTimeouts::default(),
+        Destinations::new(config.outbound.clone()),
     )
     .await?;
     println!(
@@ -98,6 +152,7 @@ pub async fn check(args: &AppArgs) -> anyhow::Result<()> {
 
 /// `kiosk-host up`. Returns when drained after SIGTERM/SIGINT.
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let config = args.host_config()?;
     let manifest = read_manifest(&args.app)?;
     if args.build {
         let manifest = manifest.clone();
@@ -105,42 +160,37 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await
             .context("build task")??;
     }
-    let settings = EngineSettings {
-        max_instances: args.max_instances,
-        max_memory_bytes: args.max_instance_memory,
-        pooling: !args.disable_pooling,
-    };
-    // Bind first: `self` requests need the real address (port 0 picks one).
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let server = &config.server;
+    // Bind first: `self` requests and the loop guard need the real address
+    // (port 0 picks one).
+    let listener = tokio::net::TcpListener::bind(server.listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("listening on {}", server.listen))?;
     let local = listener.local_addr()?;
     let self_authority = local.to_string().parse().ok();
-    let outbound_timeouts = OutboundTimeouts {
-        connect: args.outbound_connect_timeout,
-        first_byte: args.outbound_timeout,
-        between_bytes: args.outbound_timeout,
-    };
+    // One set of destination policies for the host's life: caps, breakers
+    // and connection pools outlive any one version of the app.
+    let destinations = Destinations::new(config.outbound.clone());
     let loaded = prepare(
         &args.app,
         &manifest,
-        &settings,
+        &config,
         args.env.clone(),
         self_authority,
-        outbound_timeouts,
+        destinations,
     )
     .await?;
     announce(&manifest, &local);
 
     let limits = RequestLimits {
-        max_memory_bytes: args.max_instance_memory,
-        deadline: args.request_timeout,
-        max_body_bytes: args.max_body_bytes,
+        max_memory_bytes: server.max_instance_memory,
+        deadline: server.request_timeout,
+        max_body_bytes: server.max_body_bytes,
     };
     let slots = InstanceSlots::new(
-        args.max_instances as usize,
-        args.queue_depth,
-        args.queue_timeout,
+        server.max_instances as usize,
+        server.queue_depth,
+        server.queue_timeout,
     );
     let dispatcher = Arc::new(Dispatcher::new(
         Arc::new(AppHandle::new(loaded)),
@@ -152,7 +202,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         listener,
         dispatcher,
         server::termination_signal(),
-        args.drain_timeout,
+        server.drain_timeout,
     )
     .await;
     if cut > 0 {

@@ -84,7 +84,8 @@ impl Host {
         Self::start_with_env(manifest, state_dir, extra, &[])
     }
 
-    /// The same with extra environment variables for the host process.
+    /// The same with extra environment variables for the host process
+    /// (`--listen ADDR` in `extra` replaces the free loopback port).
     pub fn start_with_env(
         manifest: &Path,
         state_dir: &Path,
@@ -95,7 +96,11 @@ impl Host {
             .arg("up")
             .arg("-f")
             .arg(manifest)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(if extra.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
             .arg("--state-dir")
             .arg(state_dir)
             .args(extra)

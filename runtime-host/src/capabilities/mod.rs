@@ -51,8 +51,9 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// Fresh state for one request of a component with these grants.
-    pub fn new(grants: &Arc<Grants>, max_memory_bytes: u64) -> wasmtime::Result<Self> {
+    /// Fresh state for one request of a component with these grants; the
+    /// request already passed through `hops` kiosk-hosts before this one.
+    pub fn new(grants: &Arc<Grants>, max_memory_bytes: u64, hops: u32) -> wasmtime::Result<Self> {
         let mut wasi = WasiCtxBuilder::new();
         // Spin echoes guest stdout and stderr on its own stderr.
         wasi.stdout(std::io::stderr()).stderr(std::io::stderr());
@@ -77,7 +78,7 @@ impl HostState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            outbound: OutboundHooks::new(grants.outbound.clone()),
+            outbound: OutboundHooks::new(grants.outbound.clone(), hops),
             grants: grants.clone(),
             limiter: GuestLimiter::new(max_memory_bytes),
         })

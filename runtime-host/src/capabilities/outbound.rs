@@ -1,37 +1,22 @@
 //! Outbound HTTP (`wasi:http/outgoing-handler`): only to the component's
-//! `allowed_outbound_hosts`, checked before any connection is made, with a
-//! bound on connect and first byte so a dead upstream cannot hold a guest
-//! past its own deadline. `self.alt` requests go to this host's listener.
+//! `allowed_outbound_hosts`, checked before any connection is made; never
+//! back to this host's own listener unless the component lists `self`, and
+//! never past the hop limit (a loop through other hosts); then through the
+//! destination's policy (`crate::policy`): cap, breaker, one deadline,
+//! pooled connections, shared answers. `self.alt` requests go to this
+//! host's listener. Every call is one log line (`kiosk_host::outbound`).
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
-use http_body_util::BodyExt;
 use kiosk_outbound::AllowedHosts;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// Upper bounds on every outbound call's timeouts (a guest may ask for less).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutboundTimeouts {
-    /// Establishing the connection (TCP and TLS).
-    pub connect: Duration,
-    /// From sending the request to the first byte of the response.
-    pub first_byte: Duration,
-    /// Between two chunks of the response body.
-    pub between_bytes: Duration,
-}
-
-impl Default for OutboundTimeouts {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(2),
-            first_byte: Duration::from_secs(10),
-            between_bytes: Duration::from_secs(10),
-        }
-    }
-}
+use crate::config::{CacheRule, OutboundSettings, destination_key};
+use crate::policy::{Destinations, HOP_HEADER, Served};
 
 /// One component's outbound policy, shared by all its requests.
 #[derive(Clone)]
@@ -40,9 +25,11 @@ pub struct OutboundPolicy(Arc<PolicyInner>);
 struct PolicyInner {
     component: String,
     allowed: AllowedHosts,
-    /// This host's own listener (`host:port`), for `self.alt` requests.
+    /// This host's own listener (`host:port`), for `self.alt` requests and the loop guard.
     self_authority: Option<Authority>,
-    timeouts: OutboundTimeouts,
+    destinations: Arc<Destinations>,
+    /// The component's cacheable GETs.
+    cache: Vec<CacheRule>,
 }
 
 impl Default for OutboundPolicy {
@@ -51,7 +38,8 @@ impl Default for OutboundPolicy {
             String::new(),
             AllowedHosts::none(),
             None,
-            OutboundTimeouts::default(),
+            Destinations::new(OutboundSettings::default()),
+            Vec::new(),
         )
     }
 }
@@ -63,6 +51,8 @@ pub enum Verdict {
     Send(http::Uri),
     /// Not allowed by `allowed_outbound_hosts`.
     Denied,
+    /// This host's own listener, and the component does not list `self`.
+    OwnListener,
 }
 
 impl OutboundPolicy {
@@ -71,13 +61,15 @@ impl OutboundPolicy {
         component: String,
         allowed: AllowedHosts,
         self_authority: Option<Authority>,
-        timeouts: OutboundTimeouts,
+        destinations: Arc<Destinations>,
+        cache: Vec<CacheRule>,
     ) -> Self {
         Self(Arc::new(PolicyInner {
             component,
             allowed,
             self_authority,
-            timeouts,
+            destinations,
+            cache,
         }))
     }
 
@@ -97,39 +89,86 @@ impl OutboundPolicy {
             };
         }
         let scheme = uri.scheme_str().unwrap_or("http");
-        if policy.allowed.allows_parts(scheme, host, uri.port_u16()) {
-            Verdict::Send(uri.clone())
-        } else {
-            Verdict::Denied
+        if !policy.allowed.allows_parts(scheme, host, uri.port_u16()) {
+            return Verdict::Denied;
         }
+        if !policy.allowed.allows_self() && self.is_own_listener(uri) {
+            return Verdict::OwnListener;
+        }
+        Verdict::Send(uri.clone())
     }
 
-    fn options(&self, asked: Option<RequestOptions>) -> RequestOptions {
-        let bound = self.0.timeouts;
-        let asked = asked.unwrap_or_default();
-        let clamp =
-            |asked: Option<Duration>, max: Duration| Some(asked.map_or(max, |a| a.min(max)));
-        RequestOptions {
-            connect_timeout: clamp(asked.connect_timeout, bound.connect),
-            first_byte_timeout: clamp(asked.first_byte_timeout, bound.first_byte),
-            between_bytes_timeout: clamp(asked.between_bytes_timeout, bound.between_bytes),
+    /// Whether `uri` names this host's own listener (by address; a name
+    /// other than `localhost` is caught by the hop limit instead).
+    fn is_own_listener(&self, uri: &http::Uri) -> bool {
+        let Some(own) = &self.0.self_authority else {
+            return false;
+        };
+        let Ok(own_ip) = own.host().trim_matches(['[', ']']).parse::<IpAddr>() else {
+            return false;
+        };
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme() == Some(&Scheme::HTTPS) {
+                443
+            } else {
+                80
+            });
+        if Some(port) != own.port_u16() {
+            return false;
         }
+        let host = uri.host().unwrap_or("").trim_matches(['[', ']']);
+        let targets: Vec<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+            vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ]
+        } else {
+            host.parse().into_iter().collect()
+        };
+        targets.iter().any(|ip| {
+            *ip == own_ip
+                || (own_ip.is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
+                || (own_ip.is_loopback() && ip.is_unspecified())
+        })
+    }
+
+    /// The cache rule for a GET of `path`, if the component declared one.
+    fn cache_rule(&self, method: &http::Method, path: &str) -> Option<&CacheRule> {
+        (method == http::Method::GET)
+            .then(|| self.0.cache.iter().find(|rule| rule.matches(path)))
+            .flatten()
     }
 }
 
 /// The `wasi:http` hooks of one request's store.
 pub struct OutboundHooks {
     policy: OutboundPolicy,
+    /// Kiosk-hosts the incoming request already passed through.
+    hops: u32,
 }
 
 impl OutboundHooks {
-    /// Hooks applying `policy`.
-    pub fn new(policy: OutboundPolicy) -> Self {
-        Self { policy }
+    /// Hooks applying `policy` for a request that passed `hops` hosts before this one.
+    pub fn new(policy: OutboundPolicy, hops: u32) -> Self {
+        Self { policy, hops }
     }
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+type SendFuture = Box<
+    dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<WasiBody>, IoFuture)>> + Send,
+>;
+
+/// The guest's own bound on the wait for a response head, if it set one.
+fn head_bound(options: Option<RequestOptions>) -> Option<Duration> {
+    let options = options?;
+    match (options.connect_timeout, options.first_byte_timeout) {
+        (None, None) => None,
+        (connect, first) => Some(connect.unwrap_or_default() + first.unwrap_or_default()),
+    }
+}
 
 impl WasiHttpHooks for OutboundHooks {
     fn send_request(
@@ -137,42 +176,102 @@ impl WasiHttpHooks for OutboundHooks {
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: IoFuture,
-    ) -> Box<
-        dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<WasiBody>, IoFuture)>>
-            + Send,
-    > {
+    ) -> SendFuture {
         let uri = request.uri().clone();
-        match self.policy.check(&uri) {
+        let component = self.policy.0.component.clone();
+        let target = match self.policy.check(&uri) {
+            Verdict::Send(target) => target,
             Verdict::Denied => {
                 let scheme = uri.scheme_str().unwrap_or("http");
                 let host = uri.host().unwrap_or("");
                 tracing::warn!(
-                    component = %self.policy.0.component,
+                    component = %component,
                     url = %uri,
                     "outbound request denied. To allow it, add {} to the component's manifest entry",
                     AllowedHosts::suggestion(scheme, host, uri.port_u16())
                 );
-                Box::new(async { Err(HttpError::HttpRequestDenied) })
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
             }
-            Verdict::Send(target) => {
-                if target != uri
-                    && let Some(authority) = target.authority()
-                    && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
-                {
-                    request.headers_mut().insert(http::header::HOST, host);
-                }
-                *request.uri_mut() = target;
-                let options = self.policy.options(options);
-                Box::new(async move {
-                    let (response, io) =
-                        wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-                    Ok((
-                        response.map(BodyExt::boxed_unsync),
-                        Box::new(io) as IoFuture,
-                    ))
-                })
+            Verdict::OwnListener => {
+                tracing::warn!(
+                    component = %component,
+                    url = %uri,
+                    "outbound request denied: it would call this host's own listener (a loop); \
+                     list \"http://self\" in allowed_outbound_hosts to call this app"
+                );
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
             }
+        };
+        let max_hops = self.policy.0.destinations.max_hops();
+        if self.hops >= max_hops {
+            tracing::warn!(
+                component = %component,
+                url = %uri,
+                hops = self.hops,
+                "outbound request denied: the request already passed through {max_hops} kiosk-hosts (a loop?)"
+            );
+            return Box::new(async { Err(HttpError::LoopDetected) });
         }
+        request
+            .headers_mut()
+            .insert(HOP_HEADER, http::HeaderValue::from(self.hops + 1));
+        if target != uri
+            && let Some(authority) = target.authority()
+            && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+        let key = destination_key(
+            target.scheme_str().unwrap_or("http"),
+            target.host().unwrap_or("").trim_matches(['[', ']']),
+            target.port_u16(),
+        );
+        *request.uri_mut() = target;
+        let destination = self.policy.0.destinations.get(&key);
+        let ttl = self
+            .policy
+            .cache_rule(request.method(), request.uri().path())
+            .map(|rule| rule.ttl);
+        let head_by = head_bound(options);
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
+        };
+        let (client, request_id) = (header("x-kiosk-client"), header("x-request-id"));
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        Box::new(async move {
+            let started = Instant::now();
+            let (result, served) = match ttl {
+                Some(ttl) => destination.send_shared(request, ttl, head_by).await,
+                None => destination.send(request, head_by).await,
+            };
+            let outcome = match &result {
+                Ok(response) => response.status().as_u16().to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            tracing::info!(
+                target: "kiosk_host::outbound",
+                component = %component,
+                method = %method,
+                destination = %destination.key(),
+                path = %path,
+                outcome = %outcome,
+                served = %match served {
+                    Served::Sent => "sent",
+                    Served::Shared => "shared",
+                    Served::Refused(reason) => reason,
+                },
+                client = %client,
+                request_id = %request_id,
+                duration_us = started.elapsed().as_micros() as u64,
+            );
+            result.map(|response| (response, Box::new(async { Ok(()) }) as IoFuture))
+        })
     }
 }
 
@@ -186,7 +285,8 @@ mod tests {
             "web".into(),
             AllowedHosts::parse(&entries).unwrap(),
             Some("127.0.0.1:3000".parse().unwrap()),
-            OutboundTimeouts::default(),
+            Destinations::new(OutboundSettings::default()),
+            Vec::new(),
         )
     }
 
@@ -220,15 +320,36 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_are_capped_by_the_host() {
-        let p = policy(&[]);
-        let options = p.options(Some(RequestOptions {
-            connect_timeout: Some(Duration::from_secs(600)),
-            first_byte_timeout: Some(Duration::from_millis(100)),
-            between_bytes_timeout: None,
-        }));
-        assert_eq!(options.connect_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(options.first_byte_timeout, Some(Duration::from_millis(100)));
-        assert_eq!(options.between_bytes_timeout, Some(Duration::from_secs(10)));
+    fn the_own_listener_is_refused_unless_self_is_listed() {
+        let p = policy(&[
+            "http://127.0.0.1:3000",
+            "http://localhost:3000",
+            "http://127.0.0.1:3999",
+        ]);
+        for url in ["http://127.0.0.1:3000/health", "http://localhost:3000/x"] {
+            assert_eq!(
+                p.check(&url.parse().unwrap()),
+                Verdict::OwnListener,
+                "{url}"
+            );
+        }
+        let core: http::Uri = "http://127.0.0.1:3999/health".parse().unwrap();
+        assert_eq!(p.check(&core), Verdict::Send(core.clone()));
+        let with_self = policy(&["http://self", "http://127.0.0.1:3000"]);
+        let own: http::Uri = "http://127.0.0.1:3000/x".parse().unwrap();
+        assert_eq!(with_self.check(&own), Verdict::Send(own.clone()));
+    }
+
+    #[test]
+    fn the_guests_head_bound_adds_its_phases() {
+        assert_eq!(head_bound(None), None);
+        assert_eq!(
+            head_bound(Some(RequestOptions {
+                connect_timeout: Some(Duration::from_millis(100)),
+                first_byte_timeout: Some(Duration::from_millis(400)),
+                between_bytes_timeout: None,
+            })),
+            Some(Duration::from_millis(500))
+        );
     }
 }

@@ -1,0 +1,602 @@
+//! The host configuration file (`kiosk-host up --config FILE`): what belongs
+//! to the host and not to the app. One typed struct; every default is in the
+//! `Default` impls below and nowhere else (flags only override).
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:3000"
+//! max_instances = 256
+//!
+//! [outbound]
+//! max_hops = 4
+//! [outbound.defaults]            # every destination
+//! max_concurrency = 16
+//! timeout = "10s"
+//! [outbound.destination."http://127.0.0.1:3999"]
+//! max_concurrency = 8
+//! timeout = "3s"
+//! breaker = { consecutive_failures = 3 }
+//!
+//! [component.core]               # overrides spin.toml's [component.core.tool.kiosk-host]
+//! max_instances = 32
+//! outbound_cache = [{ route = "GET /customers/*", ttl = "5s" }]
+//! ```
+//!
+//! Unknown keys are refused with file:line, as for the manifest.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::runtime_config::line_of;
+
+/// The whole host configuration.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// The listener and the limits of every request.
+    pub server: ServerSettings,
+    /// Policies for outbound HTTP, per destination.
+    pub outbound: OutboundSettings,
+    /// Per-component settings, by component id (override the manifest's
+    /// `[component.ID.tool.kiosk-host]` tables field by field).
+    pub component: BTreeMap<String, ComponentSettings>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// How long one request may run.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Instances that may run at once, all components together.
+    pub max_instances: u32,
+    /// Largest linear memory of one instance, in bytes.
+    pub max_instance_memory: u64,
+    /// Requests that may wait for a free instance.
+    pub queue_depth: usize,
+    /// How long a request waits for a free instance.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Largest request body forwarded to a component, in bytes.
+    pub max_body_bytes: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Allocate instances from a pool (off only for debugging).
+    pub pooling: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            request_timeout: Duration::from_secs(30),
+            max_instances: 256,
+            max_instance_memory: 64 * 1024 * 1024,
+            queue_depth: 1024,
+            queue_timeout: Duration::from_secs(2),
+            max_body_bytes: 10 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
+            pooling: true,
+        }
+    }
+}
+
+/// `[outbound]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundSettings {
+    /// A request that already passed through this many kiosk-hosts (the
+    /// `kiosk-hop-count` header) may not call out again: loops are cut.
+    pub max_hops: u32,
+    /// The policy of every destination (`[outbound.defaults]`).
+    pub defaults: DestinationSettings,
+    /// Per destination (`scheme://host:port`), changes to the defaults.
+    pub destination: BTreeMap<String, DestinationOverride>,
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        Self {
+            max_hops: 4,
+            defaults: DestinationSettings::default(),
+            destination: BTreeMap::new(),
+        }
+    }
+}
+
+impl OutboundSettings {
+    /// The policy for `destination` (`scheme://host:port`, as [`destination_key`] builds it).
+    pub fn for_destination(&self, destination: &str) -> DestinationSettings {
+        match self.destination.get(destination) {
+            Some(changes) => changes.apply(&self.defaults),
+            None => self.defaults.clone(),
+        }
+    }
+}
+
+/// The outbound policy of one destination.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DestinationSettings {
+    /// Calls in flight at once from this host.
+    pub max_concurrency: usize,
+    /// How long a call beyond the cap waits for a free place before it is refused.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Establishing a connection (TCP).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The whole call: connect, TLS, response head and the whole body.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Idle keep-alive connections kept per destination.
+    pub pool_max_idle: usize,
+    /// How long an idle connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// The circuit breaker.
+    pub breaker: BreakerSettings,
+}
+
+impl Default for DestinationSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrency: 16,
+            queue_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+            pool_max_idle: 32,
+            pool_idle_timeout: Duration::from_secs(60),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// When a destination's circuit opens, and for how long.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Consecutive failures (5xx, connect error, timeout) that open it.
+    pub consecutive_failures: u32,
+    /// Failure ratio over `window` that opens it (with at least `min_calls`).
+    pub failure_ratio: f64,
+    /// Calls in the window before the ratio counts.
+    pub min_calls: u32,
+    /// The sliding window of the ratio.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long it stays open before one probe call is let through.
+    #[serde(with = "humantime_serde")]
+    pub cool_down: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            min_calls: 20,
+            window: Duration::from_secs(10),
+            cool_down: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[outbound.destination."URL"]`: only the fields given change the defaults.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DestinationOverride {
+    pub max_concurrency: Option<usize>,
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub pool_max_idle: Option<usize>,
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Option<Duration>,
+    pub breaker: BreakerOverride,
+}
+
+/// Changes to the default breaker.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerOverride {
+    pub consecutive_failures: Option<u32>,
+    pub failure_ratio: Option<f64>,
+    pub min_calls: Option<u32>,
+    #[serde(with = "humantime_serde")]
+    pub window: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub cool_down: Option<Duration>,
+}
+
+impl DestinationOverride {
+    fn apply(&self, base: &DestinationSettings) -> DestinationSettings {
+        let b = &self.breaker;
+        let base_b = &base.breaker;
+        DestinationSettings {
+            max_concurrency: self.max_concurrency.unwrap_or(base.max_concurrency),
+            queue_timeout: self.queue_timeout.unwrap_or(base.queue_timeout),
+            connect_timeout: self.connect_timeout.unwrap_or(base.connect_timeout),
+            timeout: self.timeout.unwrap_or(base.timeout),
+            pool_max_idle: self.pool_max_idle.unwrap_or(base.pool_max_idle),
+            pool_idle_timeout: self.pool_idle_timeout.unwrap_or(base.pool_idle_timeout),
+            breaker: BreakerSettings {
+                consecutive_failures: b
+                    .consecutive_failures
+                    .unwrap_or(base_b.consecutive_failures),
+                failure_ratio: b.failure_ratio.unwrap_or(base_b.failure_ratio),
+                min_calls: b.min_calls.unwrap_or(base_b.min_calls),
+                window: b.window.unwrap_or(base_b.window),
+                cool_down: b.cool_down.unwrap_or(base_b.cool_down),
+            },
+        }
+    }
+}
+
+/// What kiosk-host knows of one component beyond the manifest: from
+/// `[component.ID.tool.kiosk-host]` in spin.toml (the app's own knowledge;
+/// Spin ignores `tool` tables) and `[component.ID]` in the host
+/// configuration, which wins field by field.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComponentSettings {
+    /// Instances of this component that may run at once (its bulkhead).
+    pub max_instances: Option<u32>,
+    /// How long a request waits for one of this component's slots.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Option<Duration>,
+    /// Requests that may wait for one of this component's slots.
+    pub queue_depth: Option<usize>,
+    /// Outbound GETs whose answers may be shared: identical concurrent
+    /// calls become one, and the answer is reused for `ttl`.
+    pub outbound_cache: Option<Vec<CacheRule>>,
+}
+
+/// `{ route = "GET /customers/*", ttl = "5s" }`: `*` is one path segment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawCacheRule")]
+pub struct CacheRule {
+    /// The path pattern's segments (`*` matches one segment).
+    pub segments: Vec<String>,
+    /// How long an answer is reused.
+    pub ttl: Duration,
+    /// The rule as written, for logs.
+    pub route: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCacheRule {
+    route: String,
+    #[serde(with = "humantime_serde")]
+    ttl: Duration,
+}
+
+impl TryFrom<RawCacheRule> for CacheRule {
+    type Error = String;
+
+    fn try_from(raw: RawCacheRule) -> Result<Self, String> {
+        let Some(("GET", pattern)) = raw.route.trim().split_once(' ') else {
+            return Err(format!(
+                "cache route `{}`: expected `GET /path/pattern` (only GETs are cached)",
+                raw.route
+            ));
+        };
+        let pattern = pattern.trim();
+        if !pattern.starts_with('/') || pattern.contains(['?', '#', ' ']) {
+            return Err(format!(
+                "cache route `{}`: the pattern must be an absolute path without query",
+                raw.route
+            ));
+        }
+        if raw.ttl.is_zero() {
+            return Err(format!("cache route `{}`: ttl must be above 0", raw.route));
+        }
+        Ok(CacheRule {
+            segments: pattern
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            ttl: raw.ttl,
+            route: raw.route,
+        })
+    }
+}
+
+impl CacheRule {
+    /// Whether `path` (without query) matches, whole segments only.
+    pub fn matches(&self, path: &str) -> bool {
+        let mut segments = path.split('/').filter(|s| !s.is_empty());
+        let mut count = 0;
+        for pattern in &self.segments {
+            match segments.next() {
+                Some(s) if pattern == "*" || pattern == s => count += 1,
+                _ => return false,
+            }
+        }
+        segments.next().is_none() && count == self.segments.len()
+    }
+}
+
+impl ComponentSettings {
+    /// These settings with `over`'s fields where it has them.
+    pub fn overridden_by(&self, over: &ComponentSettings) -> ComponentSettings {
+        ComponentSettings {
+            max_instances: over.max_instances.or(self.max_instances),
+            queue_timeout: over.queue_timeout.or(self.queue_timeout),
+            queue_depth: over.queue_depth.or(self.queue_depth),
+            outbound_cache: over
+                .outbound_cache
+                .clone()
+                .or_else(|| self.outbound_cache.clone()),
+        }
+    }
+
+    /// The limits a component runs with. Components that call out get a
+    /// bulkhead of a quarter of the slots and a short queue by default, so
+    /// a stuck dependency cannot take the slots of those that do not.
+    pub fn resolve(&self, calls_out: bool, server: &ServerSettings) -> ComponentLimits {
+        let (default_slots, default_wait) = if calls_out {
+            (
+                (server.max_instances / 4).max(1),
+                Duration::from_millis(100),
+            )
+        } else {
+            (server.max_instances, server.queue_timeout)
+        };
+        ComponentLimits {
+            max_instances: self
+                .max_instances
+                .unwrap_or(default_slots)
+                .clamp(1, server.max_instances.max(1)),
+            queue_timeout: self.queue_timeout.unwrap_or(default_wait),
+            queue_depth: self.queue_depth.unwrap_or(server.queue_depth),
+            outbound_cache: self.outbound_cache.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A component's resolved limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentLimits {
+    pub max_instances: u32,
+    pub queue_timeout: Duration,
+    pub queue_depth: usize,
+    pub outbound_cache: Vec<CacheRule>,
+}
+
+/// `scheme://host:port` of a URI, the key of its destination policy.
+pub fn destination_key(scheme: &str, host: &str, port: Option<u16>) -> String {
+    let scheme = scheme.to_ascii_lowercase();
+    let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let host = host.to_ascii_lowercase();
+    if host.contains(':') && !host.starts_with('[') {
+        format!("{scheme}://[{host}]:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
+}
+
+/// Reads the host configuration file.
+pub fn load(path: &Path) -> anyhow::Result<HostConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading host configuration {}: {e}", path.display()))?;
+    parse(&text, path)
+}
+
+/// Parses host configuration text; `path` names the file in errors.
+pub fn parse(text: &str, path: &Path) -> anyhow::Result<HostConfig> {
+    let mut config: HostConfig = from_toml(text, path)?;
+    // Destination keys are normalised so `http://Core:80` and `http://core` agree.
+    let mut destinations = BTreeMap::new();
+    for (key, changes) in std::mem::take(&mut config.outbound.destination) {
+        let uri: http::Uri = key.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "{}:{}: outbound destination `{key}` is not a URL like `https://core.bank.example:443`",
+                path.display(),
+                line_of_text(text, &key)
+            )
+        })?;
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            anyhow::bail!(
+                "{}:{}: outbound destination `{key}` needs a scheme and a host",
+                path.display(),
+                line_of_text(text, &key)
+            );
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        destinations.insert(destination_key(scheme, host, uri.port_u16()), changes);
+    }
+    config.outbound.destination = destinations;
+    Ok(config)
+}
+
+/// The `[component.ID.tool.kiosk-host]` tables of a manifest, by component id.
+pub fn manifest_component_settings(
+    manifest_text: &str,
+    path: &Path,
+) -> anyhow::Result<BTreeMap<String, ComponentSettings>> {
+    #[derive(Deserialize)]
+    struct View {
+        #[serde(default)]
+        component: BTreeMap<String, ComponentView>,
+    }
+    #[derive(Deserialize)]
+    struct ComponentView {
+        #[serde(default)]
+        tool: ToolView,
+    }
+    #[derive(Default, Deserialize)]
+    struct ToolView {
+        #[serde(rename = "kiosk-host")]
+        kiosk_host: Option<ComponentSettings>,
+    }
+    let view: View = from_toml(manifest_text, path)?;
+    Ok(view
+        .component
+        .into_iter()
+        .filter_map(|(id, c)| c.tool.kiosk_host.map(|s| (id, s)))
+        .collect())
+}
+
+fn from_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> anyhow::Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message().trim_end())
+    })
+}
+
+fn line_of_text(text: &str, needle: &str) -> usize {
+    text.find(needle).map_or(1, |offset| line_of(text, offset))
+}
+
+/// The line of `[component.ID` in `text`, for errors about a component.
+pub fn line_of_component(text: &str, id: &str) -> usize {
+    line_of_text(text, &format!("component.{id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_at(text: &str) -> anyhow::Result<HostConfig> {
+        parse(text, Path::new("/etc/kiosk/host.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(parse_at("").unwrap(), HostConfig::default());
+    }
+
+    #[test]
+    fn the_documented_example_holds_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/host.toml");
+        assert_eq!(load(&path).unwrap(), HostConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_file_and_line() {
+        let err = parse_at("[server]\nlisten = \"127.0.0.1:1\"\nmax_instance = 3\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("/etc/kiosk/host.toml:3:"), "{text}");
+        assert!(text.contains("max_instance"), "{text}");
+
+        let err = parse_at("[outbound.destination.\"http://core:1\"]\ntimeot = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/etc/kiosk/host.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn destinations_override_the_defaults_field_by_field() {
+        let config = parse_at(
+            r#"
+[outbound.defaults]
+max_concurrency = 10
+timeout = "4s"
+breaker = { cool_down = "7s" }
+[outbound.destination."HTTP://Core.Bank:80"]
+timeout = "1500ms"
+breaker = { consecutive_failures = 2 }
+"#,
+        )
+        .unwrap();
+        let core = config.outbound.for_destination("http://core.bank:80");
+        assert_eq!(core.max_concurrency, 10);
+        assert_eq!(core.timeout, Duration::from_millis(1500));
+        assert_eq!(core.breaker.consecutive_failures, 2);
+        assert_eq!(core.breaker.cool_down, Duration::from_secs(7));
+        let other = config.outbound.for_destination("http://other:80");
+        assert_eq!(other.timeout, Duration::from_secs(4));
+        assert_eq!(other.breaker.cool_down, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn bad_durations_and_cache_routes_name_their_line() {
+        let err = parse_at("[server]\n\nrequest_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/etc/kiosk/host.toml:3:"), "{err}");
+        let err = parse_at(
+            "[component.core]\noutbound_cache = [{ route = \"POST /transfers\", ttl = \"5s\" }]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("/etc/kiosk/host.toml:2:"), "{err}");
+        assert!(err.contains("only GETs"), "{err}");
+    }
+
+    #[test]
+    fn cache_rules_match_whole_segments() {
+        let rule: CacheRule = toml::from_str::<ComponentSettings>(
+            "outbound_cache = [{ route = \"GET /customers/*\", ttl = \"5s\" }]",
+        )
+        .unwrap()
+        .outbound_cache
+        .unwrap()
+        .remove(0);
+        assert!(rule.matches("/customers/c-1"));
+        assert!(!rule.matches("/customers"));
+        assert!(!rule.matches("/customers/c-1/x"));
+        assert!(!rule.matches("/accounts/1"));
+    }
+
+    #[test]
+    fn the_manifest_tool_table_is_read_and_checked() {
+        let text = r#"
+spin_manifest_version = 2
+[component.core]
+source = "x.wasm"
+[component.core.tool.kiosk-host]
+max_instances = 8
+[component.core.tool.other-tool]
+anything = 1
+"#;
+        let settings = manifest_component_settings(text, Path::new("spin.toml")).unwrap();
+        assert_eq!(settings["core"].max_instances, Some(8));
+        let err = manifest_component_settings(
+            "[component.a.tool.kiosk-host]\nmax_instancez = 1\n",
+            Path::new("spin.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("spin.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn components_that_call_out_get_a_bulkhead_by_default() {
+        let server = ServerSettings::default();
+        let none = ComponentSettings::default();
+        let calls_out = none.resolve(true, &server);
+        assert_eq!(calls_out.max_instances, 64);
+        assert_eq!(calls_out.queue_timeout, Duration::from_millis(100));
+        let local = none.resolve(false, &server);
+        assert_eq!(local.max_instances, 256);
+        assert_eq!(local.queue_timeout, Duration::from_secs(2));
+        let app = ComponentSettings {
+            max_instances: Some(8),
+            ..Default::default()
+        };
+        let host = ComponentSettings {
+            queue_timeout: Some(Duration::from_millis(5)),
+            ..Default::default()
+        };
+        let merged = app.overridden_by(&host).resolve(true, &server);
+        assert_eq!(
+            (merged.max_instances, merged.queue_timeout),
+            (8, Duration::from_millis(5))
+        );
+    }
+}

@@ -12,7 +12,6 @@ use hyper::body::Incoming;
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::app::{AppHandle, LoadedApp};
 use crate::capabilities::HostState;
@@ -20,8 +19,7 @@ use crate::error::HostError;
 use crate::limits::{DeadlineReached, InstanceSlots, RequestLimits, install_deadline};
 use crate::spin_headers::{self, RequestContext};
 
-/// The body type of every response the host sends.
-pub type ResponseBody = HyperOutgoingBody;
+pub use crate::error::ResponseBody;
 
 const RESERVED_PREFIX: &str = "/.well-known/spin/";
 
@@ -147,13 +145,7 @@ impl Dispatcher {
             return Err(HostError::BodyTooLarge { limit });
         }
         let component = &app.components[index];
-        // The component's own bulkhead first, so a component stuck on a
-        // dependency waits for its own slots and never holds the host's.
-        let own_permit = match &component.slots {
-            Some(slots) => Some(slots.acquire().await?),
-            None => None,
-        };
-        let permit = (self.slots.acquire().await?, own_permit);
+        let permit = self.slots.acquire_with(component.slots.as_ref()).await?;
         let hops = req
             .headers()
             .get(crate::policy::HOP_HEADER)

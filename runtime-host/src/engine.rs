@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, Engine, PoolingAllocationConfig, ProfilingStrategy};
 
+use crate::config::ServerSettings;
 use crate::limits::EPOCH_TICK;
 
 /// Engine settings chosen at start-up.
@@ -23,13 +24,19 @@ pub struct EngineSettings {
     pub pooling: bool,
 }
 
+impl From<&ServerSettings> for EngineSettings {
+    fn from(server: &ServerSettings) -> Self {
+        Self {
+            max_instances: server.max_instances,
+            max_memory_bytes: server.max_instance_memory,
+            pooling: server.pooling,
+        }
+    }
+}
+
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self {
-            max_instances: 256,
-            max_memory_bytes: 64 * 1024 * 1024,
-            pooling: true,
-        }
+        Self::from(&ServerSettings::default())
     }
 }
 

@@ -4,7 +4,10 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use crate::dispatch::ResponseBody;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// The body type of every response the host sends.
+pub type ResponseBody = HyperOutgoingBody;
 
 /// Why the host (not the guest) produced a response. Each has a stable `code`.
 #[derive(Debug, Clone, PartialEq, Eq)]

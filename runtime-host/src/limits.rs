@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
 
+use crate::config::ServerSettings;
 use crate::error::HostError;
 
 /// How often the engine's epoch advances. A running guest checks its deadline
@@ -28,13 +29,19 @@ pub struct RequestLimits {
     pub max_body_bytes: u64,
 }
 
+impl From<&ServerSettings> for RequestLimits {
+    fn from(server: &ServerSettings) -> Self {
+        Self {
+            max_memory_bytes: server.max_instance_memory,
+            deadline: server.request_timeout,
+            max_body_bytes: server.max_body_bytes,
+        }
+    }
+}
+
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self {
-            max_memory_bytes: 64 * 1024 * 1024,
-            deadline: Duration::from_secs(30),
-            max_body_bytes: 10 * 1024 * 1024,
-        }
+        Self::from(&ServerSettings::default())
     }
 }
 
@@ -127,6 +134,13 @@ pub struct InstanceSlots {
     max_wait: Duration,
 }
 
+/// The slots one request holds until its instance is gone.
+#[derive(Debug)]
+pub struct SlotPermits {
+    _host: OwnedSemaphorePermit,
+    _own: Option<OwnedSemaphorePermit>,
+}
+
 /// Undoes a waiter's count on every exit path.
 struct WaiterGuard<'a>(&'a AtomicUsize);
 
@@ -162,6 +176,23 @@ impl InstanceSlots {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(self.overloaded()),
         }
+    }
+
+    /// Takes a slot of the component's own bulkhead (`own`), then one of
+    /// these: a component stuck on a dependency waits for its own slots and
+    /// never holds the host's.
+    pub async fn acquire_with(
+        &self,
+        own: Option<&InstanceSlots>,
+    ) -> Result<SlotPermits, HostError> {
+        let own = match own {
+            Some(slots) => Some(slots.acquire().await?),
+            None => None,
+        };
+        Ok(SlotPermits {
+            _host: self.acquire().await?,
+            _own: own,
+        })
     }
 
     /// Requests currently waiting for a slot.

@@ -11,7 +11,7 @@ use kiosk_manifest::Manifest;
 use crate::app::{self, AppHandle, LoadOptions, LoadedApp};
 use crate::capabilities::build_linker;
 use crate::cli::{AppArgs, UpArgs};
-use crate::config::{self, ComponentSettings, HostConfig, ServerSettings};
+use crate::config::{self, ComponentSettings, HostConfig};
 use crate::dispatch::Dispatcher;
 use crate::engine::{CompileCache, EngineSettings, build_engine};
 use crate::limits::{InstanceSlots, RequestLimits};
@@ -107,7 +107,7 @@ pub async fn prepare(
         server: config.server.clone(),
     };
     let manifest = manifest.clone();
-    let settings = engine_settings(&config.server);
+    let settings = EngineSettings::from(&config.server);
     // Compiling is CPU-bound: keep it off the async workers.
     tokio::task::spawn_blocking(move || {
         let engine = build_engine(&settings)?;
@@ -117,14 +117,6 @@ pub async fn prepare(
     })
     .await
     .context("load task")?
-}
-
-fn engine_settings(server: &ServerSettings) -> EngineSettings {
-    EngineSettings {
-        max_instances: server.max_instances,
-        max_memory_bytes: server.max_instance_memory,
-        pooling: server.pooling,
-    }
 }
 
 /// `kiosk-host check`.
@@ -182,11 +174,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     .await?;
     announce(&manifest, &local);
 
-    let limits = RequestLimits {
-        max_memory_bytes: server.max_instance_memory,
-        deadline: server.request_timeout,
-        max_body_bytes: server.max_body_bytes,
-    };
+    let limits = RequestLimits::from(server);
     let slots = InstanceSlots::new(
         server.max_instances as usize,
         server.queue_depth,

@@ -99,6 +99,39 @@ impl App {
     }
 }
 
+/// What a client saw of one answer.
+#[derive(Debug)]
+struct Seen {
+    status: u16,
+    retry_after: bool,
+    body: String,
+}
+
+impl Seen {
+    fn code(&self) -> String {
+        let body: Value = serde_json::from_str(&self.body).unwrap_or(Value::Null);
+        code(&body).to_string()
+    }
+}
+
+impl App {
+    /// `GET path` with `auth`, sent in a task of its own.
+    fn spawn_get(&self, path: &str, auth: &'static str) -> tokio::task::JoinHandle<Seen> {
+        let request = self
+            .http
+            .get(self.host.url(path))
+            .header("authorization", auth);
+        tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            Seen {
+                status: response.status().as_u16(),
+                retry_after: response.headers().contains_key("retry-after"),
+                body: response.text().await.unwrap_or_default(),
+            }
+        })
+    }
+}
+
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
@@ -108,27 +141,15 @@ async fn the_core_never_has_more_than_the_cap_in_flight_and_the_rest_fail_fast()
     let app = start(&["--latency-ms", "1000"], "", &[]);
     let mut calls = Vec::new();
     for i in 0..64 {
-        let url = app.host.url(&format!("/api/v1/core/accounts/{i}/balance"));
-        let http = app.http.clone();
-        calls.push(tokio::spawn(async move {
-            let response = http
-                .get(url)
-                .header("authorization", COUNTER)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let retry_after = response.headers().contains_key("retry-after");
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            (status, retry_after, code(&body).to_string())
-        }));
+        calls.push(app.spawn_get(&format!("/api/v1/core/accounts/{i}/balance"), COUNTER));
     }
     let (mut ok, mut busy) = (0, 0);
     for call in calls {
-        match call.await.unwrap() {
+        let seen = call.await.unwrap();
+        match (seen.status, seen.retry_after, seen.code()) {
             (200, _, _) => ok += 1,
             (503, true, code) if code == "core_busy" => busy += 1,
-            other => panic!("unexpected answer {other:?}"),
+            _ => panic!("unexpected answer {seen:?}"),
         }
     }
     let stats = app.sim("/_sim/stats").await;
@@ -214,16 +235,7 @@ async fn a_hung_core_with_300_pending_calls_leaves_ticketing_serving() {
     );
     let mut pending = Vec::new();
     for i in 0..300 {
-        let url = app.host.url(&format!("/api/v1/core/accounts/{i}/balance"));
-        let http = app.http.clone();
-        pending.push(tokio::spawn(async move {
-            http.get(url)
-                .header("authorization", KIOSK)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }));
+        pending.push(app.spawn_get(&format!("/api/v1/core/accounts/{i}/balance"), KIOSK));
     }
     // While they wait on the core, the branches are served.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -248,7 +260,7 @@ async fn a_hung_core_with_300_pending_calls_leaves_ticketing_serving() {
     }
     let mut statuses = std::collections::BTreeMap::new();
     for call in pending {
-        *statuses.entry(call.await.unwrap()).or_insert(0) += 1;
+        *statuses.entry(call.await.unwrap().status).or_insert(0) += 1;
     }
     assert!(
         statuses.keys().all(|s| *s == 503 || *s == 504),
@@ -275,23 +287,13 @@ async fn identical_concurrent_reads_make_one_core_call_and_balances_are_never_sh
     let app = start(&["--latency-ms", "300"], "", &[]);
     let mut calls = Vec::new();
     for _ in 0..20 {
-        let url = app.host.url("/api/v1/core/customers/c-7");
-        let http = app.http.clone();
-        calls.push(tokio::spawn(async move {
-            let response = http
-                .get(url)
-                .header("authorization", KIOSK)
-                .send()
-                .await
-                .unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
-        }));
+        calls.push(app.spawn_get("/api/v1/core/customers/c-7", KIOSK));
     }
     let mut bodies = std::collections::BTreeSet::new();
     for call in calls {
-        let (status, body) = call.await.unwrap();
-        assert_eq!(status, 200);
-        bodies.insert(body);
+        let seen = call.await.unwrap();
+        assert_eq!(seen.status, 200);
+        bodies.insert(seen.body);
     }
     assert_eq!(bodies.len(), 1);
     assert_eq!(app.calls_to("/customers/c-7").await, 1);
@@ -309,19 +311,30 @@ async fn identical_concurrent_reads_make_one_core_call_and_balances_are_never_sh
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn calls_to_the_core_reuse_pooled_connections() {
+    let app = start(&[], "", &[]);
+    for i in 0..50 {
+        assert_eq!(app.core_get(&format!("/accounts/{i}/balance")).await.0, 200);
+    }
+    let stats = app.sim("/_sim/stats").await;
+    assert_eq!(stats["received"], 50);
+    let connections = stats["connections"].as_u64().unwrap();
+    assert!(
+        connections <= 2,
+        "50 sequential calls opened {connections} connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn health_checks_the_core_at_most_once_a_second() {
     let app = start(&[], "", &[]);
     let started = Instant::now();
     let mut checks = Vec::new();
     for _ in 0..40 {
-        let http = app.http.clone();
-        let url = app.host.url("/health");
-        checks.push(tokio::spawn(async move {
-            http.get(url).send().await.unwrap().status().as_u16()
-        }));
+        checks.push(app.spawn_get("/health", KIOSK));
     }
     for check in checks {
-        assert_eq!(check.await.unwrap(), 200);
+        assert_eq!(check.await.unwrap().status, 200);
     }
     for _ in 0..20 {
         assert_eq!(

@@ -18,7 +18,7 @@
 //! Simulator endpoints (never counted in stats, never slowed or failed):
 //! - `GET /_sim/requests`: the last 100 requests received (method, path,
 //!   query, headers), so tests can check what the API forwarded.
-//! - `GET /_sim/stats`: `received`, `in_flight` now, `max_in_flight` at
+//! - `GET /_sim/stats`: `received`, `connections` accepted, `in_flight` now, `max_in_flight` at
 //!   once, `transfers_executed` (not replays), `replayed`, and `by_path`
 //!   (path → requests).
 //! - `POST /_sim/reset-stats`: zeros the stats and answers them (not the
@@ -103,6 +103,7 @@ async fn main() -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
+        sim.stats.connected();
         let sim = sim.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {

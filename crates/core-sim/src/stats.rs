@@ -15,6 +15,7 @@ pub struct Stats {
     max_in_flight: AtomicU64,
     transfers_executed: AtomicU64,
     replayed: AtomicU64,
+    connections: AtomicU64,
     by_path: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -34,6 +35,11 @@ impl Stats {
         self.transfers_executed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a TCP connection accepted (how well callers reuse them).
+    pub fn connected(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts an answer replayed for a known idempotency key.
     pub fn replayed(&self) {
         self.replayed.fetch_add(1, Ordering::Relaxed);
@@ -45,6 +51,7 @@ impl Stats {
         self.received.store(0, Ordering::Relaxed);
         self.transfers_executed.store(0, Ordering::Relaxed);
         self.replayed.store(0, Ordering::Relaxed);
+        self.connections.store(0, Ordering::Relaxed);
         self.paths().clear();
         self.max_in_flight
             .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -58,6 +65,7 @@ impl Stats {
             "max_in_flight": self.max_in_flight.load(Ordering::Relaxed),
             "transfers_executed": self.transfers_executed.load(Ordering::Relaxed),
             "replayed": self.replayed.load(Ordering::Relaxed),
+            "connections": self.connections.load(Ordering::Relaxed),
             "by_path": *self.paths(),
         })
     }
@@ -91,11 +99,12 @@ mod tests {
         drop((a, b));
         stats.executed();
         stats.replayed();
+        stats.connected();
         assert_eq!(
             stats.to_json(),
             json!({
                 "received": 3, "in_flight": 1, "max_in_flight": 3,
-                "transfers_executed": 1, "replayed": 1,
+                "transfers_executed": 1, "replayed": 1, "connections": 1,
                 "by_path": {"/health": 2, "/customers/c-1": 1},
             })
         );
@@ -104,7 +113,7 @@ mod tests {
             stats.to_json(),
             json!({
                 "received": 0, "in_flight": 1, "max_in_flight": 1,
-                "transfers_executed": 0, "replayed": 0, "by_path": {},
+                "transfers_executed": 0, "replayed": 0, "connections": 0, "by_path": {},
             })
         );
         drop(c);

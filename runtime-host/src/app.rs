@@ -33,6 +33,8 @@ pub struct AppComponent {
     /// Its own instance slots (a bulkhead), when it has a limit below the
     /// host's: taken before one of the host's slots.
     pub slots: Option<InstanceSlots>,
+    /// The largest request body it takes.
+    pub max_body_bytes: u64,
 }
 
 /// Everything a request needs from the application.
@@ -260,6 +262,7 @@ fn prepare_component(
             )
         });
     tracing::debug!(component = %def.id, ?settings, "component limits");
+    let max_body_bytes = settings.max_body_bytes;
     let destinations = options
         .destinations
         .clone()
@@ -283,6 +286,7 @@ fn prepare_component(
             outbound,
         }),
         slots,
+        max_body_bytes,
     })
 }
 

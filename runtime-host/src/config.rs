@@ -71,6 +71,101 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// Allocate instances from a pool (off only for debugging).
     pub pooling: bool,
+    /// How long a client may take to send a request head (and, on a
+    /// keep-alive connection, to start the next one).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a request body may take to arrive; it is read whole before
+    /// the request takes an instance slot (408 past it).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Bytes of request bodies the host holds at once, all requests
+    /// together; past it, requests with bodies get 503 `overloaded`.
+    pub body_budget_bytes: u64,
+    /// Open connections at once (the host raises its open-file limit to
+    /// fit, or lowers this and says so).
+    pub max_connections: usize,
+    /// Open connections from one peer address.
+    pub max_connections_per_peer: usize,
+    /// Whether loopback peers are held to the per-peer and rate limits
+    /// (off: local load balancers and load generators are exempt).
+    pub limit_loopback: bool,
+    /// Proxies whose `X-Forwarded-For` names the client (addresses or CIDR
+    /// ranges); from anyone else the header is ignored.
+    pub trusted_proxies: Vec<Network>,
+    /// Requests per client address.
+    pub rate_limit: RateLimitSettings,
+    /// HTTP/2 limits.
+    pub h2: Http2Settings,
+}
+
+/// An address or a CIDR range (`10.0.0.5`, `10.0.0.0/8`, `::1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Network(ipnet::IpNet);
+
+impl TryFrom<String> for Network {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(net) = text.parse::<ipnet::IpNet>() {
+            return Ok(Self(net.trunc()));
+        }
+        text.parse::<std::net::IpAddr>()
+            .map(|ip| Self(ipnet::IpNet::from(ip)))
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR range"))
+    }
+}
+
+impl Network {
+    /// Whether `ip` is in this range.
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.contains(ip)
+    }
+}
+
+/// `[server.rate_limit]`: a token bucket per client address.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second (0: no limit).
+    pub per_second: f64,
+    /// Requests that may come at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            per_second: 50.0,
+            burst: 100,
+        }
+    }
+}
+
+/// `[server.h2]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http2Settings {
+    /// Streams a client may have open on one connection.
+    pub max_concurrent_streams: u32,
+    /// Streams reset by the client before the host accepted them (the
+    /// "rapid reset" flood); past it the connection is closed.
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the host had to reset for protocol errors before the
+    /// connection is closed.
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 128,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 256,
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -85,6 +180,15 @@ impl Default for ServerSettings {
             max_body_bytes: 10 * 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
             pooling: true,
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            body_budget_bytes: 256 * 1024 * 1024,
+            max_connections: 10_000,
+            max_connections_per_peer: 256,
+            limit_loopback: false,
+            trusted_proxies: Vec::new(),
+            rate_limit: RateLimitSettings::default(),
+            h2: Http2Settings::default(),
         }
     }
 }
@@ -258,6 +362,9 @@ pub struct ComponentSettings {
     pub queue_timeout: Option<Duration>,
     /// Requests that may wait for one of this component's slots.
     pub queue_depth: Option<usize>,
+    /// Largest request body this component takes, in bytes (at most the
+    /// host's `max_body_bytes`).
+    pub max_body_bytes: Option<u64>,
     /// Outbound GETs whose answers may be shared: identical concurrent
     /// calls become one, and the answer is reused for `ttl`.
     pub outbound_cache: Option<Vec<CacheRule>>,
@@ -337,6 +444,7 @@ impl ComponentSettings {
             max_instances: over.max_instances.or(self.max_instances),
             queue_timeout: over.queue_timeout.or(self.queue_timeout),
             queue_depth: over.queue_depth.or(self.queue_depth),
+            max_body_bytes: over.max_body_bytes.or(self.max_body_bytes),
             outbound_cache: over
                 .outbound_cache
                 .clone()
@@ -363,6 +471,10 @@ impl ComponentSettings {
                 .clamp(1, server.max_instances.max(1)),
             queue_timeout: self.queue_timeout.unwrap_or(default_wait),
             queue_depth: self.queue_depth.unwrap_or(server.queue_depth),
+            max_body_bytes: self
+                .max_body_bytes
+                .unwrap_or(server.max_body_bytes)
+                .min(server.max_body_bytes),
             outbound_cache: self.outbound_cache.clone().unwrap_or_default(),
         }
     }
@@ -374,6 +486,7 @@ pub struct ComponentLimits {
     pub max_instances: u32,
     pub queue_timeout: Duration,
     pub queue_depth: usize,
+    pub max_body_bytes: u64,
     pub outbound_cache: Vec<CacheRule>,
 }
 

@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
@@ -15,8 +15,11 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::app::{AppHandle, LoadedApp};
 use crate::capabilities::HostState;
+use crate::config::ServerSettings;
 use crate::error::HostError;
 use crate::limits::{DeadlineReached, InstanceSlots, RequestLimits, install_deadline};
+use crate::rate_limit::RateLimiter;
+use crate::request_body::{self, BodyBudget};
 use crate::spin_headers::{self, RequestContext};
 
 pub use crate::error::ResponseBody;
@@ -28,6 +31,7 @@ pub struct Dispatcher {
     app: Arc<AppHandle>,
     slots: InstanceSlots,
     limits: RequestLimits,
+    intake: Intake,
     /// `true` when the listener serves TLS (for `spin-full-url`).
     tls: bool,
 }
@@ -40,20 +44,48 @@ enum GuestOutcome {
     Trapped(String),
 }
 
+/// What a request must get through before it may take an instance slot.
+pub struct Intake {
+    /// Requests per client address.
+    pub rate: RateLimiter,
+    /// Bytes of bodies held at once.
+    pub budget: BodyBudget,
+    /// How long a body may take to arrive.
+    pub body_timeout: Duration,
+}
+
+impl Intake {
+    /// The intake the server settings describe.
+    pub fn new(server: &ServerSettings) -> Self {
+        Self {
+            rate: RateLimiter::new(server),
+            budget: BodyBudget::new(server.body_budget_bytes),
+            body_timeout: server.body_timeout,
+        }
+    }
+}
+
 impl Dispatcher {
     /// A dispatcher over `app` with these limits and slots.
     pub fn new(
         app: Arc<AppHandle>,
         slots: InstanceSlots,
         limits: RequestLimits,
+        intake: Intake,
         tls: bool,
     ) -> Self {
         Self {
             app,
             slots,
             limits,
+            intake,
             tls,
         }
+    }
+
+    /// The per-address rate limiter (its refusal count is logged by the server).
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.intake.rate
     }
 
     /// The application handle (for reloads).
@@ -104,6 +136,10 @@ impl Dispatcher {
     > {
         // The match borrows the path; a cheap clone of the URI leaves the
         // request free to take Spin's headers.
+        let caller = self.intake.rate.client_addr(client.ip(), req.headers());
+        if let Err(retry_after_s) = self.intake.rate.check(caller, Instant::now()) {
+            return Err((HostError::RateLimited { retry_after_s }, None, None));
+        }
         let uri = req.uri().clone();
         let path = uri.path();
         if let Some(reserved) = path.strip_prefix(RESERVED_PREFIX) {
@@ -138,13 +174,12 @@ impl Dispatcher {
         index: usize,
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, HostError> {
-        let limit = self.limits.max_body_bytes;
-        if let Some(length) = declared_length(&req)
-            && length > limit
-        {
-            return Err(HostError::BodyTooLarge { limit });
-        }
         let component = &app.components[index];
+        // The whole body first: a slow or silent sender holds its own
+        // socket, never an instance slot.
+        let limit = component.max_body_bytes.min(self.limits.max_body_bytes);
+        let (req, body_share) =
+            request_body::read(req, limit, self.intake.body_timeout, &self.intake.budget).await?;
         let permit = self.slots.acquire_with(component.slots.as_ref()).await?;
         let hops = req
             .headers()
@@ -162,8 +197,8 @@ impl Dispatcher {
         install_deadline(&mut store, deadline);
 
         let req = req.map(|body| {
-            Limited::new(body, limit as usize)
-                .map_err(move |_| wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit)))
+            Full::new(body)
+                .map_err(|never| -> wasmtime_wasi_http::Error { match never {} })
                 .boxed_unsync()
         });
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -180,6 +215,7 @@ impl Dispatcher {
         let id = component.id.clone();
         let task = tokio::spawn(async move {
             let _slot = permit;
+            let _body = body_share;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
@@ -240,15 +276,6 @@ impl Dispatcher {
             }
         }
     }
-}
-
-fn declared_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// Spin's reserved endpoints, answered as Spin answers them.

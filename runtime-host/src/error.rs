@@ -18,6 +18,12 @@ pub enum HostError {
     BadHost(String),
     /// The request body is larger than the host accepts.
     BodyTooLarge { limit: u64 },
+    /// The request body did not arrive within its timeout.
+    BodyTimeout { timeout_ms: u64 },
+    /// The client stopped sending the body before its end.
+    BodyIncomplete,
+    /// The client's address sent more requests than its rate allows.
+    RateLimited { retry_after_s: u64 },
     /// The guest ran past its deadline and was stopped.
     DeadlineExceeded { component: String, deadline_ms: u64 },
     /// The guest trapped (panic, `unreachable`, stack overflow…).
@@ -41,6 +47,9 @@ impl HostError {
             HostError::NotFound => "route_not_found",
             HostError::BadHost(_) => "bad_host",
             HostError::BodyTooLarge { .. } => "body_too_large",
+            HostError::BodyTimeout { .. } => "body_timeout",
+            HostError::BodyIncomplete => "body_incomplete",
+            HostError::RateLimited { .. } => "rate_limited",
             HostError::DeadlineExceeded { .. } => "deadline_exceeded",
             HostError::GuestTrapped { .. } => "component_trapped",
             HostError::MemoryLimitExceeded { .. } => "memory_limit_exceeded",
@@ -57,6 +66,9 @@ impl HostError {
             HostError::NotFound => StatusCode::NOT_FOUND,
             HostError::BadHost(_) => StatusCode::BAD_REQUEST,
             HostError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HostError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            HostError::BodyIncomplete => StatusCode::BAD_REQUEST,
+            HostError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             HostError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             HostError::Overloaded { .. } | HostError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -75,6 +87,13 @@ impl HostError {
             HostError::BadHost(why) => why.clone(),
             HostError::BodyTooLarge { limit } => {
                 format!("request body is larger than {limit} bytes")
+            }
+            HostError::BodyTimeout { timeout_ms } => {
+                format!("the request body did not arrive within {timeout_ms} ms")
+            }
+            HostError::BodyIncomplete => "the request body ended before its end".to_string(),
+            HostError::RateLimited { .. } => {
+                "too many requests from this address; retry after the indicated delay".to_string()
             }
             HostError::DeadlineExceeded {
                 component,
@@ -117,10 +136,15 @@ impl HostError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let HostError::Overloaded { retry_after_s } = self {
+        if let HostError::Overloaded { retry_after_s } | HostError::RateLimited { retry_after_s } =
+            self
+        {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
         }
-        if matches!(self, HostError::ShuttingDown) {
+        if matches!(
+            self,
+            HostError::ShuttingDown | HostError::BodyTimeout { .. } | HostError::BodyIncomplete
+        ) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -12,10 +13,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::config::ServerSettings;
+use crate::connections::ConnectionLimits;
 use crate::dispatch::Dispatcher;
 
-/// How long a client may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often refusals (connections and rates) are summed up in the log.
+const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
 /// waits up to `drain_timeout` for in-flight requests to finish.
@@ -23,6 +26,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn serve(
     listener: TcpListener,
     dispatcher: Arc<Dispatcher>,
+    settings: &ServerSettings,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) -> usize {
@@ -31,9 +35,18 @@ pub async fn serve(
         .http1()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(settings.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.h2.max_concurrent_streams)
+        .max_pending_accept_reset_streams(settings.h2.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(settings.h2.max_local_error_reset_streams)
+        .keep_alive_interval(settings.header_read_timeout)
+        .keep_alive_timeout(settings.header_read_timeout);
     let graceful = GracefulShutdown::new();
+    let limits = ConnectionLimits::new(settings);
+    let reporter = tokio::spawn(report_refusals(limits.clone(), dispatcher.clone()));
     tokio::pin!(shutdown);
 
     loop {
@@ -49,6 +62,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let place = match limits.admit(peer.ip()) {
+            Ok(place) => place,
+            // Closed at once: the peer learns nothing and holds nothing.
+            Err(_) => continue,
+        };
         // Keep-alive clients stall on delayed ACKs without this.
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
@@ -63,6 +81,7 @@ pub async fn serve(
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _place = place;
             if let Err(e) = connection.await {
                 tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
@@ -70,6 +89,7 @@ pub async fn serve(
     }
 
     drop(listener);
+    reporter.abort();
     let open = graceful.count();
     tracing::info!(
         connections = open,
@@ -86,6 +106,33 @@ pub async fn serve(
                 "drain deadline reached; cutting the remaining connections"
             );
             1
+        }
+    }
+}
+
+/// Logs, every few seconds, how many connections and requests were refused
+/// since the last report (nothing when none were).
+async fn report_refusals(limits: Arc<ConnectionLimits>, dispatcher: Arc<Dispatcher>) {
+    let mut last = (0, 0, 0);
+    let mut tick = tokio::time::interval(REFUSAL_REPORT_EVERY);
+    loop {
+        tick.tick().await;
+        let now = (
+            limits.refused_full.load(Ordering::Relaxed),
+            limits.refused_peer.load(Ordering::Relaxed),
+            dispatcher.rate_limiter().limited.load(Ordering::Relaxed),
+        );
+        if now != last {
+            tracing::warn!(
+                over_max_connections = now.0 - last.0,
+                over_max_connections_per_peer = now.1 - last.1,
+                rate_limited = now.2 - last.2,
+                open_connections = limits.open(),
+                max_connections = limits.max(),
+                "refused in the last {} s",
+                REFUSAL_REPORT_EVERY.as_secs()
+            );
+            last = now;
         }
     }
 }

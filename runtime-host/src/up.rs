@@ -12,7 +12,7 @@ use crate::app::{self, AppHandle, LoadOptions, LoadedApp};
 use crate::capabilities::build_linker;
 use crate::cli::{AppArgs, UpArgs};
 use crate::config::{self, ComponentSettings, HostConfig};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Intake};
 use crate::engine::{CompileCache, EngineSettings, build_engine};
 use crate::limits::{InstanceSlots, RequestLimits};
 use crate::policy::Destinations;
@@ -184,11 +184,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Arc::new(AppHandle::new(loaded)),
         slots,
         limits,
+        Intake::new(server),
         false,
     ));
     let cut = server::serve(
         listener,
         dispatcher,
+        server,
         server::termination_signal(),
         server.drain_timeout,
     )

@@ -712,4 +712,40 @@ anything = 1
             (8, Duration::from_millis(5))
         );
     }
+
+    fn config_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("[server]".to_string()),
+            Just("[outbound.defaults]".to_string()),
+            Just("[outbound.defaults.breaker]".to_string()),
+            Just("[server.rate_limit]".to_string()),
+            "\\[outbound.destination.\"[ -~]{0,20}\"\\]",
+            "\\[component.[a-z]{1,6}\\]",
+            "(listen|max_instances|timeout|queue_timeout|burst|per_second|max_concurrency|trusted_proxies|max_body_bytes) = [ -~]{0,16}",
+            "outbound_cache = \\[\\{ route = \"[ -~]{0,16}\", ttl = \"[0-9a-z]{0,5}\" \\}\\]",
+            "[ -~]{0,30}",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_text_is_a_configuration_or_an_error_with_a_line(text in "\\PC{0,200}") {
+            if let Err(e) = parse(&text, Path::new("host.toml")) {
+                proptest::prop_assert!(e.to_string().starts_with("host.toml:"), "{e}");
+            }
+        }
+
+        #[test]
+        fn configuration_shaped_text_is_read_or_refused_with_a_line(
+            lines in proptest::collection::vec(config_line(), 0..12)
+        ) {
+            let text = lines.join("\n");
+            if let Err(e) = parse(&text, Path::new("host.toml")) {
+                proptest::prop_assert!(e.to_string().starts_with("host.toml:"), "{e}");
+            }
+        }
+    }
 }

@@ -212,4 +212,27 @@ type = "spin"
     fn an_empty_file_configures_nothing() {
         assert_eq!(parse_at("").unwrap(), RuntimeConfig::default());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_text_is_a_runtime_config_or_an_error_with_a_line(
+            lines in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just("[key_value_store.default]".to_string()),
+                proptest::strategy::Just("type = \"redis\"".to_string()),
+                proptest::strategy::Just("type = \"spin\"".to_string()),
+                "(path|url|type|durability) = \"[ -~]{0,16}\"",
+                "[ -~]{0,30}",
+            ], 0..10)
+        ) {
+            let text = lines.join("\n");
+            if let Err(e) = parse_at(&text) {
+                proptest::prop_assert!(
+                    e.to_string().starts_with("/etc/kiosk/runtime-config.toml:"),
+                    "{e}"
+                );
+            }
+        }
+    }
 }

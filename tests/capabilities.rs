@@ -509,3 +509,61 @@ fn check_accepts_a_good_app() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
+
+/// `kiosk-host check` of the caps app with its stores on `redis`, plus
+/// `extra` lines in each store's table.
+fn check_on_redis(redis: &RedisServer, extra: &str) -> support::Finished {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{0}/0\"\n{extra}\n\
+             [key_value_store.shared]\ntype = \"redis\"\nurl = \"{0}/1\"\n{extra}\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let out = support::kiosk_host()
+        .args(["check", "-f"])
+        .arg(app("caps").join("spin.toml"))
+        .arg("--runtime-config-file")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path())
+        .env(API_KEY.0, API_KEY.1)
+        .output()
+        .unwrap();
+    support::Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn a_redis_that_would_forget_acknowledged_writes_is_refused_unless_declared_volatile() {
+    let volatile = RedisServer::start_volatile();
+    let refused = check_on_redis(&volatile, "");
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("appendonly no"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("durability = \"volatile\""));
+
+    let accepted = check_on_redis(&volatile, "durability = \"volatile\"");
+    assert!(accepted.status.success(), "{}", accepted.stderr);
+    assert!(
+        accepted.stderr.contains("restart loses"),
+        "{}",
+        accepted.stderr
+    );
+
+    // An append-only file synced every second: accepted, with the risk named.
+    let durable = RedisServer::start();
+    let everysec = check_on_redis(&durable, "");
+    assert!(everysec.status.success(), "{}", everysec.stderr);
+    assert!(everysec.stderr.contains("appendfsync everysec"));
+}

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use kiosk_kv::{KvBackend, RedisStore, SqliteStore};
 use kiosk_manifest::Manifest;
 
-use crate::runtime_config::{KvStoreConfig, RuntimeConfig};
+use crate::runtime_config::{KvStoreConfig, RedisDurability, RuntimeConfig};
 
 /// File name of the default store, as Spin names it.
 pub const DEFAULT_STORE_FILE: &str = "sqlite_key_value.db";
@@ -60,11 +60,13 @@ pub async fn open_stores(
                 SqliteStore::in_memory(&label)
                     .with_context(|| format!("key-value store `{label}`"))?,
             ),
-            KvStoreConfig::Redis { url } => Arc::new(
-                RedisStore::connect(url)
+            KvStoreConfig::Redis { url, durability } => {
+                let store = RedisStore::connect(url)
                     .await
-                    .with_context(|| format!("key-value store `{label}`: connecting to Redis"))?,
-            ),
+                    .with_context(|| format!("key-value store `{label}`: connecting to Redis"))?;
+                check_persistence(&store, &label, *durability).await?;
+                Arc::new(store)
+            }
         };
         tracing::info!(label = %label, backend = %describe(store_config), "key-value store ready");
         stores.insert(label, backend);
@@ -72,12 +74,67 @@ pub async fn open_stores(
     Ok(stores)
 }
 
+/// A store the app numbers tickets in must not forget what it acknowledged:
+/// without an append-only file a Redis restart rewinds every counter, and
+/// numbers are handed out twice. Refused unless the runtime configuration
+/// says `durability = "volatile"`.
+async fn check_persistence(
+    store: &RedisStore,
+    label: &str,
+    durability: RedisDurability,
+) -> anyhow::Result<()> {
+    let volatile = durability == RedisDurability::Volatile;
+    let persistence = match store.persistence().await {
+        Ok(p) => p,
+        Err(e) if volatile => {
+            tracing::warn!(label, error = %e, "cannot read the Redis persistence settings; accepted (durability = \"volatile\")");
+            return Ok(());
+        }
+        Err(e) => anyhow::bail!(
+            "key-value store `{label}`: cannot read the Redis persistence settings ({e}); \
+             kiosk-host checks `appendonly` before trusting a Redis with ticket numbers. \
+             Allow CONFIG GET, or set durability = \"volatile\" for this store to accept the risk"
+        ),
+    };
+    if !persistence.appendonly {
+        if volatile {
+            tracing::warn!(
+                label,
+                "Redis runs without an append-only file (appendonly no): a restart loses \
+                 acknowledged writes; accepted because durability = \"volatile\""
+            );
+            return Ok(());
+        }
+        anyhow::bail!(
+            "key-value store `{label}`: Redis runs with appendonly no, so a restart would lose \
+             acknowledged writes and hand out ticket numbers twice. Set `appendonly yes` \
+             (with appendfsync always or everysec) on the server, or durability = \"volatile\" \
+             for this store in the runtime config to accept the risk"
+        );
+    }
+    match persistence.appendfsync.as_str() {
+        "always" => {}
+        "everysec" => tracing::warn!(
+            label,
+            "Redis syncs its append-only file every second (appendfsync everysec): up to a \
+             second of acknowledged writes can be lost if the Redis machine crashes"
+        ),
+        other => tracing::warn!(
+            label,
+            appendfsync = other,
+            "Redis leaves syncing its append-only file to the OS: acknowledged writes of the \
+             last tens of seconds can be lost if the Redis machine crashes"
+        ),
+    }
+    Ok(())
+}
+
 fn describe(config: &KvStoreConfig) -> String {
     match config {
         KvStoreConfig::Spin { path: Some(path) } => format!("sqlite:{}", path.display()),
         KvStoreConfig::Spin { path: None } => "sqlite:memory".into(),
         // Never log credentials a URL may carry.
-        KvStoreConfig::Redis { url } => match url::Url::parse(url) {
+        KvStoreConfig::Redis { url, .. } => match url::Url::parse(url) {
             Ok(u) => format!(
                 "redis://{}:{}",
                 u.host_str().unwrap_or("?"),

@@ -17,7 +17,20 @@ pub enum KvStoreConfig {
     /// Embedded SQLite at `path`, or in memory when `None`.
     Spin { path: Option<PathBuf> },
     /// A Redis server.
-    Redis { url: String },
+    Redis {
+        url: String,
+        durability: RedisDurability,
+    },
+}
+
+/// What a Redis store must keep of what it acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedisDurability {
+    /// The server must keep an append-only file (checked at start).
+    #[default]
+    Durable,
+    /// The server may lose acknowledged writes (accepted with a warning).
+    Volatile,
 }
 
 /// The parsed runtime configuration.
@@ -74,7 +87,7 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<RuntimeConfig> {
         };
         let allowed: &[&str] = match kind {
             "spin" => &["type", "path"],
-            "redis" => &["type", "url"],
+            "redis" => &["type", "url", "durability"],
             other => bail!(
                 "{here}: key_value_store.{label}: store type `{other}` is not supported by kiosk-host (use \"spin\" or \"redis\")"
             ),
@@ -94,7 +107,21 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<RuntimeConfig> {
                 Some(toml::Value::String(url))
                     if url.starts_with("redis://") || url.starts_with("rediss://") =>
                 {
-                    KvStoreConfig::Redis { url: url.clone() }
+                    KvStoreConfig::Redis {
+                        url: url.clone(),
+                        durability: match table.get("durability") {
+                            None => RedisDurability::Durable,
+                            Some(toml::Value::String(d)) if d == "durable" => {
+                                RedisDurability::Durable
+                            }
+                            Some(toml::Value::String(d)) if d == "volatile" => {
+                                RedisDurability::Volatile
+                            }
+                            Some(_) => bail!(
+                                "{here}: key_value_store.{label}: `durability` must be \"durable\" or \"volatile\""
+                            ),
+                        },
+                    }
                 }
                 Some(_) => bail!("{here}: key_value_store.{label}: `url` must be a redis:// URL"),
                 None => bail!("{here}: key_value_store.{label}: missing `url`"),
@@ -160,6 +187,7 @@ type = "spin"
         assert_eq!(
             config.key_value_stores["shared"],
             KvStoreConfig::Redis {
+                durability: RedisDurability::Durable,
                 url: "redis://127.0.0.1:6379".into()
             }
         );
@@ -211,6 +239,31 @@ type = "spin"
     #[test]
     fn an_empty_file_configures_nothing() {
         assert_eq!(parse_at("").unwrap(), RuntimeConfig::default());
+    }
+
+    #[test]
+    fn redis_durability_is_durable_unless_declared_volatile() {
+        let config = parse_at(
+            "[key_value_store.a]\ntype = \"redis\"\nurl = \"redis://h\"\ndurability = \"volatile\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.key_value_stores["a"],
+            KvStoreConfig::Redis {
+                url: "redis://h".into(),
+                durability: RedisDurability::Volatile
+            }
+        );
+        let err = parse_at(
+            "[key_value_store.a]\ntype = \"redis\"\nurl = \"redis://h\"\ndurability = \"maybe\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("/etc/kiosk/runtime-config.toml:1:"),
+            "{err}"
+        );
+        assert!(err.contains("durability"), "{err}");
     }
 
     proptest::proptest! {

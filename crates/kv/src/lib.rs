@@ -28,7 +28,7 @@ pub mod testing;
 
 use std::time::Duration;
 
-pub use crate::redis::RedisStore;
+pub use crate::redis::{RedisPersistence, RedisStore};
 pub use crate::sqlite::SqliteStore;
 
 /// How long one operation may take before it fails with

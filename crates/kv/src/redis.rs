@@ -140,6 +140,40 @@ impl RedisStore {
     }
 }
 
+/// How a Redis server keeps what it acknowledged (`CONFIG GET`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisPersistence {
+    /// `appendonly`: every write goes to the append-only file.
+    pub appendonly: bool,
+    /// `appendfsync`: `always`, `everysec` or `no`.
+    pub appendfsync: String,
+}
+
+impl RedisStore {
+    /// The server's persistence settings. Fails where `CONFIG` is disabled
+    /// (some managed services rename it).
+    pub async fn persistence(&self) -> Result<RedisPersistence, KvError> {
+        let get = |name: &'static str| async move {
+            let pair: Vec<String> = self
+                .run("config get", |mut c| async move {
+                    ::redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg(name)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            pair.get(1)
+                .cloned()
+                .ok_or_else(|| KvError::Other(format!("CONFIG GET {name} answered no value")))
+        };
+        Ok(RedisPersistence {
+            appendonly: get("appendonly").await? == "yes",
+            appendfsync: get("appendfsync").await?,
+        })
+    }
+}
+
 fn client(url: &str) -> Result<Client, KvError> {
     // The error names the problem, not the URL, which may hold a password.
     Client::open(url).map_err(|e| KvError::Other(format!("invalid Redis URL: {e}")))

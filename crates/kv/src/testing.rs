@@ -20,8 +20,11 @@ use std::time::{Duration, Instant};
 /// How long a fresh server may take to answer PING.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A `redis-server` of its own on a free port of 127.0.0.1, with persistence
-/// off and its working files in a temporary directory. Killed on drop.
+/// A `redis-server` of its own on a free port of 127.0.0.1, with its working
+/// files in a temporary directory. Killed on drop. It keeps an append-only
+/// file synced every second, the least durability kiosk-host accepts without
+/// `durability = "volatile"`; [`RedisServer::start_volatile`] starts one
+/// without persistence.
 ///
 /// If `redis-server` is not installed, the first `start` in the process
 /// installs it (`apt-get update && apt-get install -y redis-server`, as root),
@@ -44,12 +47,28 @@ impl RedisServer {
     /// If `redis-server` is missing and cannot be installed, or does not come
     /// up: the message says why. Tests that need Redis fail rather than skip.
     pub fn start() -> Self {
+        Self::start_with(&[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+        ])
+    }
+
+    /// A server that keeps nothing on disk (`SHUTDOWN NOSAVE` loses all).
+    pub fn start_volatile() -> Self {
+        Self::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    fn start_with(persistence: &[&str]) -> Self {
         let binary = redis_server_binary();
         let mut last_error = String::new();
         // The port is free when chosen but another process may take it before
         // redis-server binds it: try a few ports.
         for _ in 0..5 {
-            match Self::try_start(binary) {
+            match Self::try_start(binary, persistence) {
                 Ok(server) => return server,
                 Err(e) => last_error = e,
             }
@@ -67,7 +86,7 @@ impl RedisServer {
         self.port
     }
 
-    fn try_start(binary: &Path) -> Result<Self, String> {
+    fn try_start(binary: &Path, persistence: &[&str]) -> Result<Self, String> {
         let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
         let dir = tempfile::Builder::new()
             .prefix("kiosk-kv-redis-")
@@ -81,7 +100,7 @@ impl RedisServer {
         let child = Command::new(binary)
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(persistence)
             .arg("--dir")
             .arg(dir.path())
             .args(["--daemonize", "no", "--logfile", ""])

@@ -48,6 +48,7 @@ async fn serves_a_component_over_one_keep_alive_connection() {
 #[tokio::test]
 async fn http2_with_prior_knowledge_is_served() {
     let host = basics(&[]);
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()

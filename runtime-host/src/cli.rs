@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::HostConfig;
+use crate::config::{HostConfig, TlsSettings};
 
 /// Runs a Spin HTTP application on wasmtime, a fresh instance per request.
 #[derive(Debug, Parser)]
@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the application (like `spin up`).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Validate the manifest and components without serving.
     Check(AppArgs),
 }
@@ -117,6 +117,14 @@ pub struct UpArgs {
     /// Allocate instances on demand instead of from the pool (debugging only).
     #[arg(long)]
     pub disable_pooling: bool,
+
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "SPIN_TLS_CERT", requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "SPIN_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl UpArgs {
@@ -134,6 +142,15 @@ impl UpArgs {
         set(&mut server.max_body_bytes, self.max_body_bytes);
         if self.disable_pooling {
             server.pooling = false;
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            match &mut server.tls {
+                Some(tls) => {
+                    tls.cert = cert.clone();
+                    tls.key = key.clone();
+                }
+                None => server.tls = Some(TlsSettings::with_files(cert.clone(), key.clone())),
+            }
         }
         let outbound = &mut config.outbound.defaults;
         set(&mut outbound.connect_timeout, self.outbound_connect_timeout);

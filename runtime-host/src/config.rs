@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -97,6 +97,78 @@ pub struct ServerSettings {
     pub rate_limit: RateLimitSettings,
     /// HTTP/2 limits.
     pub h2: Http2Settings,
+    /// HTTPS on `listen` (`[server.tls]`); without it, plain HTTP.
+    pub tls: Option<TlsSettings>,
+    /// A second listener speaking plain HTTP (say, for a local load
+    /// balancer's health checks) while `listen` speaks HTTPS.
+    pub plain_listen: Option<SocketAddr>,
+}
+
+/// `[server.tls]`: the certificates of the HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The default certificate chain (PEM), relative to this file.
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, RSA or EC).
+    pub key: PathBuf,
+    /// How long a client may take to finish its TLS handshake.
+    #[serde(
+        default = "TlsSettings::default_handshake_timeout",
+        with = "humantime_serde"
+    )]
+    pub handshake_timeout: Duration,
+    /// What a client asking for a name no certificate has gets.
+    #[serde(default)]
+    pub unknown_server_name: UnknownServerName,
+    /// More certificates, chosen by the name the client asks for (SNI).
+    #[serde(default)]
+    pub sni: Vec<SniCertificate>,
+}
+
+impl TlsSettings {
+    fn default_handshake_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    /// Settings with only a certificate and key (the `--tls-cert` and `--tls-key` flags).
+    pub fn with_files(cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            cert,
+            key,
+            handshake_timeout: Self::default_handshake_timeout(),
+            unknown_server_name: UnknownServerName::default(),
+            sni: Vec::new(),
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        self.cert = base.join(&self.cert);
+        self.key = base.join(&self.key);
+        for entry in &mut self.sni {
+            entry.cert = base.join(&entry.cert);
+            entry.key = base.join(&entry.key);
+        }
+    }
+}
+
+/// `unknown_server_name`: `"default"` (the default certificate) or `"refuse"`
+/// (the handshake fails cleanly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownServerName {
+    #[default]
+    Default,
+    Refuse,
+}
+
+/// `[[server.tls.sni]]`: a certificate for some names (`*.example.com` allowed).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificate {
+    pub server_names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// An address or a CIDR range (`10.0.0.5`, `10.0.0.0/8`, `::1`).
@@ -189,6 +261,8 @@ impl Default for ServerSettings {
             trusted_proxies: Vec::new(),
             rate_limit: RateLimitSettings::default(),
             h2: Http2Settings::default(),
+            tls: None,
+            plain_listen: None,
         }
     }
 }
@@ -533,6 +607,11 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<HostConfig> {
         destinations.insert(destination_key(scheme, host, uri.port_u16()), changes);
     }
     config.outbound.destination = destinations;
+    // Certificate paths are relative to this file.
+    let base = path.parent().unwrap_or(Path::new("."));
+    if let Some(tls) = &mut config.server.tls {
+        tls.resolve_paths(base);
+    }
     Ok(config)
 }
 

@@ -32,8 +32,6 @@ pub struct Dispatcher {
     slots: InstanceSlots,
     limits: RequestLimits,
     intake: Intake,
-    /// `true` when the listener serves TLS (for `spin-full-url`).
-    tls: bool,
 }
 
 /// How a guest run ended when it produced no response.
@@ -72,14 +70,12 @@ impl Dispatcher {
         slots: InstanceSlots,
         limits: RequestLimits,
         intake: Intake,
-        tls: bool,
     ) -> Self {
         Self {
             app,
             slots,
             limits,
             intake,
-            tls,
         }
     }
 
@@ -93,17 +89,19 @@ impl Dispatcher {
         &self.app
     }
 
-    /// Answers one request. Never fails: host errors become JSON responses.
+    /// Answers one request from `client`, which came over TLS when `tls`.
+    /// Never fails: host errors become JSON responses.
     pub async fn handle(
         &self,
         req: Request<Incoming>,
         client: SocketAddr,
+        tls: bool,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let app = self.app.current();
-        let (response, component, route) = match self.route_and_run(&app, req, client).await {
+        let (response, component, route) = match self.route_and_run(&app, req, client, tls).await {
             Ok(served) => served,
             Err((error, component, route)) => {
                 if error.status().is_server_error() {
@@ -130,6 +128,7 @@ impl Dispatcher {
         app: &Arc<LoadedApp>,
         req: Request<Incoming>,
         client: SocketAddr,
+        tls: bool,
     ) -> Result<
         (Response<ResponseBody>, Option<String>, Option<String>),
         (HostError, Option<String>, Option<String>),
@@ -155,7 +154,7 @@ impl Dispatcher {
         let id = Some(component.id.clone());
         let route = Some(matched.raw_route().to_string());
         let context = RequestContext {
-            tls: self.tls,
+            tls,
             host: &host,
             client,
         };

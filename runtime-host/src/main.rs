@@ -22,7 +22,7 @@ fn main() -> std::process::ExitCode {
             rt.block_on(async {
                 match cli.command {
                     Command::Check(args) => kiosk_host::up::check(&args).await,
-                    Command::Up(args) => kiosk_host::up::up(args).await,
+                    Command::Up(args) => kiosk_host::up::up(*args).await,
                 }
             })
         });

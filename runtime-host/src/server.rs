@@ -3,28 +3,50 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ServerSettings;
 use crate::connections::ConnectionLimits;
 use crate::dispatch::Dispatcher;
+use crate::tls::Tls;
 
 /// How often refusals (connections and rates) are summed up in the log.
 const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(5);
 
-/// Serves `listener` until `shutdown` resolves, then stops accepting and
+/// A bound listener and, for HTTPS, its TLS.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<Arc<Tls>>,
+}
+
+/// Accepts on whichever listener has a connection first.
+async fn accept_any(listeners: &[Listener]) -> (std::io::Result<(TcpStream, SocketAddr)>, usize) {
+    std::future::poll_fn(|cx| {
+        for (index, listener) in listeners.iter().enumerate() {
+            if let Poll::Ready(accepted) = listener.tcp.poll_accept(cx) {
+                return Poll::Ready((accepted, index));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Serves `listeners` until `shutdown` resolves, then stops accepting and
 /// waits up to `drain_timeout` for in-flight requests to finish.
 /// Returns the number of connections cut at the drain deadline.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     dispatcher: Arc<Dispatcher>,
     settings: &ServerSettings,
     shutdown: impl Future<Output = ()>,
@@ -50,9 +72,9 @@ pub async fn serve(
     tokio::pin!(shutdown);
 
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+        let (stream, peer, index) = tokio::select! {
+            (accepted, index) = accept_any(&listeners) => match accepted {
+                Ok((stream, peer)) => (stream, peer, index),
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     tracing::warn!(error = %e, "accept failed");
@@ -71,24 +93,42 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        let tls = listeners[index].tls.clone();
+        let secure = tls.is_some();
         let dispatcher = dispatcher.clone();
         let service = service_fn(move |req| {
             let dispatcher = dispatcher.clone();
-            async move { Ok::<_, Infallible>(dispatcher.handle(req, peer).await) }
+            async move { Ok::<_, Infallible>(dispatcher.handle(req, peer, secure).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
         tokio::spawn(async move {
             let _place = place;
-            if let Err(e) = connection.await {
+            let result = match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                // The handshake runs here, off the accept loop, bounded by
+                // its own timeout: a stalled client holds only its socket.
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
         });
     }
 
-    drop(listener);
+    drop(listeners);
     reporter.abort();
     let open = graceful.count();
     tracing::info!(

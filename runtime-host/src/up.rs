@@ -16,7 +16,9 @@ use crate::dispatch::{Dispatcher, Intake};
 use crate::engine::{CompileCache, EngineSettings, build_engine};
 use crate::limits::{InstanceSlots, RequestLimits};
 use crate::policy::Destinations;
+use crate::reload::{self, Reloadable};
 use crate::runtime_config::RuntimeConfig;
+use crate::tls::Tls;
 use crate::variables::{self, AppVariables};
 use crate::{guest_build, kv_stores, runtime_config, server};
 
@@ -153,13 +155,30 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .context("build task")??;
     }
     let server = &config.server;
-    // Bind first: `self` requests and the loop guard need the real address
+    // Certificates first: a broken one stops start-up before anything binds.
+    let tls = match &server.tls {
+        Some(settings) => Some(Arc::new(Tls::new(settings)?)),
+        None => None,
+    };
+    // From here on SIGHUP reloads (its default action would end the process).
+    tokio::spawn(reload::on_hangup(Reloadable {
+        args: args.clone(),
+        config: config.clone(),
+        tls: tls.clone(),
+    }));
+    // Bind next: `self` requests and the loop guard need the real address
     // (port 0 picks one).
-    let listener = tokio::net::TcpListener::bind(server.listen)
-        .await
-        .with_context(|| format!("listening on {}", server.listen))?;
-    let local = listener.local_addr()?;
-    let self_authority = local.to_string().parse().ok();
+    let mut listeners = vec![bind(server.listen, tls.clone()).await?];
+    if let Some(plain) = server.plain_listen {
+        listeners.push(bind(plain, None).await?);
+    }
+    // `self` requests go to a plain listener when there is one.
+    let own = listeners
+        .iter()
+        .rev()
+        .find(|l| l.tls.is_none())
+        .unwrap_or(&listeners[0]);
+    let self_authority = own.tcp.local_addr()?.to_string().parse().ok();
     // One set of destination policies for the host's life: caps, breakers
     // and connection pools outlive any one version of the app.
     let destinations = Destinations::new(config.outbound.clone());
@@ -172,7 +191,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         destinations,
     )
     .await?;
-    announce(&manifest, &local);
+    announce(&manifest, &listeners)?;
 
     let limits = RequestLimits::from(server);
     let slots = InstanceSlots::new(
@@ -185,10 +204,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         slots,
         limits,
         Intake::new(server),
-        false,
     ));
     let cut = server::serve(
-        listener,
+        listeners,
         dispatcher,
         server,
         server::termination_signal(),
@@ -201,14 +219,36 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn announce(manifest: &Manifest, local: &std::net::SocketAddr) {
-    // Spin prints these on stdout; scripts and tests read the address here.
-    println!("Serving http://{local}");
+async fn bind(
+    address: std::net::SocketAddr,
+    tls: Option<Arc<Tls>>,
+) -> anyhow::Result<server::Listener> {
+    let tcp = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address}"))?;
+    Ok(server::Listener { tcp, tls })
+}
+
+fn announce(manifest: &Manifest, listeners: &[server::Listener]) -> anyhow::Result<()> {
+    // Spin prints these on stdout; scripts and tests read the addresses here.
+    for listener in listeners {
+        let scheme = if listener.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let local = listener.tcp.local_addr()?;
+        println!("Serving {scheme}://{local}");
+        tracing::info!(manifest = %manifest.path.display(), address = %local, scheme, "serving");
+    }
+    let first = &listeners[0];
+    let scheme = if first.tls.is_some() { "https" } else { "http" };
+    let local = first.tcp.local_addr()?;
     println!("Available Routes:");
     for trigger in &manifest.http_triggers {
         if let kiosk_manifest::RouteSpec::Path(route) = &trigger.route {
-            println!("  {}: http://{local}{route}", trigger.component);
+            println!("  {}: {scheme}://{local}{route}", trigger.component);
         }
     }
-    tracing::info!(manifest = %manifest.path.display(), address = %local, "serving");
+    Ok(())
 }

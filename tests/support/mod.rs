@@ -40,8 +40,11 @@ pub fn guest_wasm(crate_name: &str) -> PathBuf {
 /// A running kiosk-host process; killed when dropped.
 pub struct Host {
     child: Child,
-    /// The address it listens on.
+    /// The address it serves plain HTTP on (its HTTPS address when it
+    /// serves only HTTPS).
     pub addr: SocketAddr,
+    /// The address it serves HTTPS on, if it does.
+    pub tls_addr: Option<SocketAddr>,
     stderr: Arc<Mutex<String>>,
     /// Its state dir.
     pub state_dir: PathBuf,
@@ -129,6 +132,7 @@ impl Host {
         }
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
+        let (mut plain, mut tls) = (None, None);
         let addr = loop {
             line.clear();
             if stdout.read_line(&mut line).unwrap() == 0 {
@@ -140,7 +144,13 @@ impl Host {
                 );
             }
             if let Some(addr) = line.trim().strip_prefix("Serving http://") {
-                break addr.parse().unwrap();
+                plain = Some(addr.parse().unwrap());
+            }
+            if let Some(addr) = line.trim().strip_prefix("Serving https://") {
+                tls = Some(addr.parse().unwrap());
+            }
+            if line.starts_with("Available Routes") {
+                break plain.or(tls).expect("a Serving line");
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
@@ -151,6 +161,7 @@ impl Host {
         Host {
             child,
             addr,
+            tls_addr: tls,
             stderr,
             state_dir: state_dir.to_path_buf(),
             _owned_state: None,
@@ -177,6 +188,15 @@ impl Host {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Sends SIGTERM.
@@ -215,6 +235,8 @@ impl Drop for Host {
 
 /// A keep-alive HTTP client.
 pub fn client() -> reqwest::Client {
+    // reqwest's TLS (for the HTTPS tests) needs rustls's provider chosen.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

@@ -1,0 +1,157 @@
+//! HTTPS with rustls: TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`,
+//! certificates chosen by SNI (exact names, then `*.` wildcards, then the
+//! default or a clean handshake failure), handshakes run off the accept loop
+//! with a timeout, and the certificates swapped whole on reload: new
+//! handshakes use the new ones, open connections keep theirs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::{TlsSettings, UnknownServerName};
+
+/// The certificates in force.
+#[derive(Debug)]
+struct CertStore {
+    default: Option<Arc<CertifiedKey>>,
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` entries, by `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    refuse_unknown: bool,
+}
+
+impl CertStore {
+    fn load(settings: &TlsSettings, provider: &CryptoProvider) -> anyhow::Result<Self> {
+        let mut store = CertStore {
+            default: Some(load_pair(&settings.cert, &settings.key, provider)?),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            refuse_unknown: settings.unknown_server_name == UnknownServerName::Refuse,
+        };
+        for entry in &settings.sni {
+            let key = load_pair(&entry.cert, &entry.key, provider)?;
+            for name in &entry.server_names {
+                let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(parent) => store.wildcard.insert(parent.to_string(), key.clone()),
+                    None => store.exact.insert(name, key.clone()),
+                };
+            }
+        }
+        Ok(store)
+    }
+
+    fn pick(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = server_name else {
+            return self.default.clone();
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(key) = self.exact.get(&name) {
+            return Some(key.clone());
+        }
+        if let Some((_, parent)) = name.split_once('.')
+            && let Some(key) = self.wildcard.get(parent)
+        {
+            return Some(key.clone());
+        }
+        if self.refuse_unknown {
+            None
+        } else {
+            self.default.clone()
+        }
+    }
+}
+
+fn load_pair(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> anyhow::Result<Arc<CertifiedKey>> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| {
+            format!(
+                "certificate {}: not a PEM certificate chain",
+                cert.display()
+            )
+        })?;
+    if chain.is_empty() {
+        anyhow::bail!("certificate {}: no certificate in the file", cert.display());
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("private key {}: not a PEM private key", key.display()))?;
+    let certified = CertifiedKey::from_der(chain, key_der, provider)
+        .with_context(|| format!("{} and {}", cert.display(), key.display()))?;
+    Ok(Arc::new(certified))
+}
+
+/// Chooses the certificate of each handshake from the store in force.
+#[derive(Debug)]
+struct Resolver(ArcSwap<CertStore>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.load().pick(hello.server_name())
+    }
+}
+
+/// One HTTPS listener's TLS.
+pub struct Tls {
+    acceptor: TlsAcceptor,
+    resolver: Arc<Resolver>,
+    provider: Arc<CryptoProvider>,
+    handshake_timeout: std::time::Duration,
+}
+
+impl Tls {
+    /// TLS as `settings` describe it; fails naming the file that is wrong.
+    pub fn new(settings: &TlsSettings) -> anyhow::Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let resolver = Arc::new(Resolver(ArcSwap::from_pointee(CertStore::load(
+            settings, &provider,
+        )?)));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .context("TLS versions")?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            resolver,
+            provider,
+            handshake_timeout: settings.handshake_timeout,
+        })
+    }
+
+    /// Loads the certificates `settings` name and puts them in force for
+    /// new handshakes; on any error nothing changes.
+    pub fn reload(&self, settings: &TlsSettings) -> anyhow::Result<()> {
+        let store = CertStore::load(settings, &self.provider)?;
+        self.resolver.0.store(Arc::new(store));
+        Ok(())
+    }
+
+    /// The TLS handshake of one connection, bounded by the handshake timeout.
+    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            )),
+        }
+    }
+}

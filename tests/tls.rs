@@ -1,0 +1,272 @@
+//! HTTPS on the real kiosk-host with a CA made by the test: certificates by
+//! SNI, HTTP/2 by ALPN, `spin-full-url` with `https`, a stalled handshake
+//! that blocks no one, and certificates reloaded on SIGHUP under load.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SerialNumber};
+use serde_json::Value;
+use support::{Host, app, guest_wasm};
+
+const DEV: &str = "devkiosk.domain.com";
+const STAG: &str = "stagkiosk.domain.com";
+
+/// A certificate authority of the test's own.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kiosk test CA");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self { cert, key }
+    }
+
+    /// Writes `NAME.pem` and `NAME.key` for `names` into `dir`; returns the DER.
+    fn issue(&self, dir: &Path, file: &str, names: &[&str], serial: u64) -> Vec<u8> {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.serial_number = Some(SerialNumber::from(serial));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        // Written aside and renamed: a reload never reads half a file.
+        for (ext, text) in [("pem", cert.pem()), ("key", key.serialize_pem())] {
+            let tmp = dir.join(format!(".{file}.{ext}"));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, dir.join(format!("{file}.{ext}"))).unwrap();
+        }
+        cert.der().to_vec()
+    }
+
+    fn client(&self, resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.der().clone()).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Every connection a full handshake, so the certificate seen is the one served now.
+        config.resumption = rustls::client::Resumption::disabled();
+        let mut builder = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .tls_info(true)
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(20));
+        for (name, addr) in resolve {
+            builder = builder.resolve(name, *addr);
+        }
+        builder.build().unwrap()
+    }
+}
+
+/// The basics app over HTTPS (dev certificate by default, stag by SNI),
+/// plus a plain listener.
+fn start(dir: &Path, ca: &Ca) -> Host {
+    guest_wasm("echo-headers");
+    ca.issue(dir, "dev", &[DEV], 1);
+    ca.issue(dir, "stag", &[STAG], 2);
+    let config = dir.join("host.toml");
+    std::fs::write(
+        &config,
+        r#"
+[server]
+listen = "127.0.0.1:0"
+plain_listen = "127.0.0.1:0"
+[server.tls]
+cert = "dev.pem"
+key = "dev.key"
+handshake_timeout = "2s"
+[[server.tls.sni]]
+server_names = ["stagkiosk.domain.com"]
+cert = "stag.pem"
+key = "stag.key"
+"#,
+    )
+    .unwrap();
+    Host::start_in(
+        &app("basics").join("spin.toml"),
+        dir,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )
+}
+
+fn url(name: &str, addr: SocketAddr, path: &str) -> String {
+    format!("https://{name}:{}{path}", addr.port())
+}
+
+fn peer_der(response: &reqwest::Response) -> Vec<u8> {
+    response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .expect("TLS info")
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_by_server_name_with_h2_by_alpn_and_spin_full_url_in_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let host = start(dir.path(), &ca);
+    let tls = host.tls_addr.expect("an HTTPS listener");
+    let client = ca.client(&[(DEV, tls), (STAG, tls)]);
+    let dev_der = std::fs::read(dir.path().join("dev.pem")).unwrap();
+    assert!(!dev_der.is_empty());
+
+    let response = client.get(url(DEV, tls, "/echo/x")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2, "ALPN h2");
+    let body: Value = response.json().await.unwrap();
+    let full_url = body["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "spin-full-url")
+        .map(|h| h[1].as_str().unwrap().to_string())
+        .unwrap();
+    assert!(full_url.starts_with("https://"), "{full_url}");
+
+    // Each name gets its own certificate.
+    let stag = client.get(url(STAG, tls, "/hello")).send().await.unwrap();
+    assert_eq!(stag.status(), 200);
+    let dev = client.get(url(DEV, tls, "/hello")).send().await.unwrap();
+    assert_ne!(peer_der(&stag), peer_der(&dev));
+
+    // The plain listener serves too (for a local load balancer).
+    let plain = support::client()
+        .get(host.url("/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_handshake_blocks_no_one_and_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let host = start(dir.path(), &ca);
+    let tls = host.tls_addr.unwrap();
+    // Connections that never say hello.
+    let mut stalled: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| std::net::TcpStream::connect(tls).unwrap())
+        .collect();
+    let client = ca.client(&[(DEV, tls)]);
+    for _ in 0..5 {
+        let response = client.get(url(DEV, tls, "/hello")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // Past the 2 s handshake timeout, the host hangs up on them.
+    use std::io::Read;
+    let first = &mut stalled[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = first.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the stalled connection was closed");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_reload_on_sighup_under_load_and_a_broken_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let host = start(dir.path(), &ca);
+    let tls = host.tls_addr.unwrap();
+    let client = ca.client(&[(DEV, tls)]);
+
+    // Load across ten reloads: every request must succeed.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (client, stop, ok, failed) = (client.clone(), stop.clone(), ok.clone(), failed.clone());
+        workers.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match client.get(url(DEV, tls, "/hello")).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let mut last_der = Vec::new();
+    for serial in 10..20 {
+        last_der = ca.issue(dir.path(), "dev", &[DEV], serial);
+        host.hangup();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed across reloads"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 10);
+    assert!(host.wait_for_log("reloaded"));
+    let response = client.get(url(DEV, tls, "/hello")).send().await.unwrap();
+    assert_eq!(
+        peer_der(&response),
+        last_der,
+        "the newest certificate is served"
+    );
+
+    // A broken certificate: refused, named in the log, the old one stays.
+    std::fs::write(dir.path().join("dev.pem"), "not a certificate").unwrap();
+    host.hangup();
+    assert!(host.wait_for_log("reload refused"));
+    let response = client.get(url(DEV, tls, "/hello")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(peer_der(&response), last_der);
+}
+
+#[test]
+fn a_missing_certificate_stops_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config: PathBuf = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        "[server.tls]\ncert = \"nowhere.pem\"\nkey = \"nowhere.key\"\n",
+    )
+    .unwrap();
+    let out = support::run(&[
+        "up",
+        "-f",
+        app("basics").join("spin.toml").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("nowhere.pem"), "{}", out.stderr);
+}

@@ -10,7 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SerialNumber};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams,
+    SerialNumber,
+};
 use serde_json::Value;
 use support::{Host, app, guest_wasm};
 
@@ -27,6 +31,11 @@ impl Ca {
     fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params
             .distinguished_name
             .push(DnType::CommonName, "kiosk test CA");
@@ -52,16 +61,72 @@ impl Ca {
         cert.der().to_vec()
     }
 
+    /// A client certificate for device `common_name`: (chain PEM, key PEM).
+    fn device(&self, common_name: &str, serial: u64) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.serial_number = Some(SerialNumber::from(serial));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Writes `crl.pem` revoking `serials`.
+    fn revoke(&self, dir: &Path, serials: &[u64], number: u64) {
+        let crl = CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(*serial),
+                    revocation_time: rcgen::date_time_ymd(2024, 6, 1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.cert, &self.key)
+        .unwrap();
+        let tmp = dir.join(".crl.pem");
+        std::fs::write(&tmp, crl.pem().unwrap()).unwrap();
+        std::fs::rename(&tmp, dir.join("crl.pem")).unwrap();
+    }
+
     fn client(&self, resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
+        self.client_as(resolve, None)
+    }
+
+    fn client_as(
+        &self,
+        resolve: &[(&str, SocketAddr)],
+        device: Option<&(String, String)>,
+    ) -> reqwest::Client {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.der().clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let mut config = match device {
+            None => config.with_no_client_auth(),
+            Some((chain, key)) => {
+                use rustls::pki_types::pem::PemObject;
+                let chain = rustls::pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap();
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+                config.with_client_auth_cert(chain, key).unwrap()
+            }
+        };
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         // Every connection a full handshake, so the certificate seen is the one served now.
         config.resumption = rustls::client::Resumption::disabled();
@@ -80,13 +145,19 @@ impl Ca {
 /// The basics app over HTTPS (dev certificate by default, stag by SNI),
 /// plus a plain listener.
 fn start(dir: &Path, ca: &Ca) -> Host {
+    start_with(dir, ca, "")
+}
+
+/// The same with more `[server.tls]` lines.
+fn start_with(dir: &Path, ca: &Ca, more_tls: &str) -> Host {
     guest_wasm("echo-headers");
     ca.issue(dir, "dev", &[DEV], 1);
     ca.issue(dir, "stag", &[STAG], 2);
     let config = dir.join("host.toml");
     std::fs::write(
         &config,
-        r#"
+        format!(
+            r#"
 [server]
 listen = "127.0.0.1:0"
 plain_listen = "127.0.0.1:0"
@@ -94,11 +165,13 @@ plain_listen = "127.0.0.1:0"
 cert = "dev.pem"
 key = "dev.key"
 handshake_timeout = "2s"
+{more_tls}
 [[server.tls.sni]]
 server_names = ["stagkiosk.domain.com"]
 cert = "stag.pem"
 key = "stag.key"
-"#,
+"#
+        ),
     )
     .unwrap();
     Host::start_in(
@@ -269,4 +342,118 @@ fn a_missing_certificate_stops_start_up_naming_the_file() {
     ]);
     assert!(!out.status.success());
     assert!(out.stderr.contains("nowhere.pem"), "{}", out.stderr);
+}
+
+fn echoed_header(body: &Value, name: &str) -> Option<String> {
+    body["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0] == name)
+        .map(|h| h[1].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_with_certificates_get_in_and_a_revoked_one_is_refused_after_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+    ca.revoke(dir.path(), &[], 1);
+    let host = start_with(
+        dir.path(),
+        &ca,
+        "client_ca = \"ca.pem\"\nclient_crl = [\"crl.pem\"]\nrequire_client_cert = [\"/echo/secure\"]",
+    );
+    let tls = host.tls_addr.unwrap();
+    let kiosk = ca.device("kiosk-gangnam-1", 501);
+    let with_cert = ca.client_as(&[(DEV, tls)], Some(&kiosk));
+    let without = ca.client(&[(DEV, tls)]);
+
+    // A device with a certificate: the host names it to the app.
+    let response = with_cert
+        .get(url(DEV, tls, "/echo/secure"))
+        .header("kiosk-client-cn", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        echoed_header(&body, "kiosk-client-cn").as_deref(),
+        Some("kiosk-gangnam-1")
+    );
+    assert!(echoed_header(&body, "kiosk-client-serial").is_some());
+
+    // Without one: refused before any instance on the secured prefix, served
+    // elsewhere, and a forged identity header never reaches the app.
+    let refused = without
+        .get(url(DEV, tls, "/echo/secure"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "client_certificate_required");
+    let open = without
+        .get(url(DEV, tls, "/echo/open"))
+        .header("kiosk-client-cn", "forged")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = open.json().await.unwrap();
+    assert_eq!(echoed_header(&body, "kiosk-client-cn"), None);
+
+    // A certificate from another CA is refused at the handshake.
+    let stranger = Ca::new().device("kiosk-stolen", 9);
+    let foreign = ca.client_as(&[(DEV, tls)], Some(&stranger));
+    assert!(foreign.get(url(DEV, tls, "/hello")).send().await.is_err());
+
+    // Revoked, reloaded: refused; another device is unaffected.
+    let counter = ca.device("counter-gangnam-4", 502);
+    ca.revoke(dir.path(), &[501], 2);
+    host.hangup();
+    assert!(host.wait_for_log("reloaded"));
+    let revoked = ca.client_as(&[(DEV, tls)], Some(&kiosk));
+    assert!(
+        revoked
+            .get(url(DEV, tls, "/echo/secure"))
+            .send()
+            .await
+            .is_err()
+    );
+    let other = ca.client_as(&[(DEV, tls)], Some(&counter));
+    let response = other
+        .get(url(DEV, tls, "/echo/secure"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_reaches_each_environment_name_with_the_bank_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let host = start(dir.path(), &ca);
+    let tls = host.tls_addr.unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    for name in [DEV, STAG] {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "20", "-o", "/dev/null"])
+            .args(["-w", "%{http_code} %{http_version}"])
+            .arg("--resolve")
+            .arg(format!("{name}:{}:127.0.0.1", tls.port()))
+            .arg("--cacert")
+            .arg(&ca_file)
+            .arg(url(name, tls, "/hello"))
+            .output()
+            .expect("curl (scripts/test installs it)");
+        let seen = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            seen,
+            "200 2",
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -124,6 +124,17 @@ pub struct TlsSettings {
     /// More certificates, chosen by the name the client asks for (SNI).
     #[serde(default)]
     pub sni: Vec<SniCertificate>,
+    /// Ask clients for a certificate issued by this CA (PEM); a verified
+    /// one's subject reaches the app as `kiosk-client-cn`.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Revocation lists (PEM) checked for client certificates.
+    #[serde(default)]
+    pub client_crl: Vec<PathBuf>,
+    /// Path prefixes only clients with a verified certificate may request
+    /// (403 `client_certificate_required` before any instance).
+    #[serde(default)]
+    pub require_client_cert: Vec<String>,
 }
 
 impl TlsSettings {
@@ -139,6 +150,9 @@ impl TlsSettings {
             handshake_timeout: Self::default_handshake_timeout(),
             unknown_server_name: UnknownServerName::default(),
             sni: Vec::new(),
+            client_ca: None,
+            client_crl: Vec::new(),
+            require_client_cert: Vec::new(),
         }
     }
 
@@ -148,6 +162,12 @@ impl TlsSettings {
         for entry in &mut self.sni {
             entry.cert = base.join(&entry.cert);
             entry.key = base.join(&entry.key);
+        }
+        if let Some(ca) = &mut self.client_ca {
+            *ca = base.join(&*ca);
+        }
+        for crl in &mut self.client_crl {
+            *crl = base.join(&*crl);
         }
     }
 }

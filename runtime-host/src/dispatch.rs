@@ -21,6 +21,7 @@ use crate::limits::{DeadlineReached, InstanceSlots, RequestLimits, install_deadl
 use crate::rate_limit::RateLimiter;
 use crate::request_body::{self, BodyBudget};
 use crate::spin_headers::{self, RequestContext};
+use crate::tls::ClientIdentity;
 
 pub use crate::error::ResponseBody;
 
@@ -42,6 +43,22 @@ enum GuestOutcome {
     Trapped(String),
 }
 
+/// The header carrying the verified client certificate's common name.
+pub const CLIENT_CN_HEADER: &str = "kiosk-client-cn";
+/// The header carrying its serial number (hex).
+pub const CLIENT_SERIAL_HEADER: &str = "kiosk-client-serial";
+
+/// What the connection a request came on says about it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The peer's address.
+    pub client: SocketAddr,
+    /// Whether it came over TLS.
+    pub tls: bool,
+    /// The verified client certificate's holder, if it presented one.
+    pub identity: Option<ClientIdentity>,
+}
+
 /// What a request must get through before it may take an instance slot.
 pub struct Intake {
     /// Requests per client address.
@@ -50,6 +67,8 @@ pub struct Intake {
     pub budget: BodyBudget,
     /// How long a body may take to arrive.
     pub body_timeout: Duration,
+    /// Path prefixes only clients with a verified certificate may request.
+    pub require_client_cert: Vec<String>,
 }
 
 impl Intake {
@@ -59,6 +78,11 @@ impl Intake {
             rate: RateLimiter::new(server),
             budget: BodyBudget::new(server.body_budget_bytes),
             body_timeout: server.body_timeout,
+            require_client_cert: server
+                .tls
+                .as_ref()
+                .map(|tls| tls.require_client_cert.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -89,19 +113,18 @@ impl Dispatcher {
         &self.app
     }
 
-    /// Answers one request from `client`, which came over TLS when `tls`.
+    /// Answers one request that came on `connection`.
     /// Never fails: host errors become JSON responses.
     pub async fn handle(
         &self,
         req: Request<Incoming>,
-        client: SocketAddr,
-        tls: bool,
+        connection: &Connection,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let app = self.app.current();
-        let (response, component, route) = match self.route_and_run(&app, req, client, tls).await {
+        let (response, component, route) = match self.route_and_run(&app, req, connection).await {
             Ok(served) => served,
             Err((error, component, route)) => {
                 if error.status().is_server_error() {
@@ -126,15 +149,15 @@ impl Dispatcher {
     async fn route_and_run(
         &self,
         app: &Arc<LoadedApp>,
-        req: Request<Incoming>,
-        client: SocketAddr,
-        tls: bool,
+        mut req: Request<Incoming>,
+        connection: &Connection,
     ) -> Result<
         (Response<ResponseBody>, Option<String>, Option<String>),
         (HostError, Option<String>, Option<String>),
     > {
         // The match borrows the path; a cheap clone of the URI leaves the
         // request free to take Spin's headers.
+        let client = connection.client;
         let caller = self.intake.rate.client_addr(client.ip(), req.headers());
         if let Err(retry_after_s) = self.intake.rate.check(caller, Instant::now()) {
             return Err((HostError::RateLimited { retry_after_s }, None, None));
@@ -146,6 +169,25 @@ impl Dispatcher {
                 .map(|r| (r, None, None))
                 .map_err(|e| (e, None, None));
         }
+        // The client's certificate identity comes from the host alone.
+        let headers = req.headers_mut();
+        headers.remove(CLIENT_CN_HEADER);
+        headers.remove(CLIENT_SERIAL_HEADER);
+        if let Some(identity) = &connection.identity {
+            if let Ok(cn) = HeaderValue::from_str(&identity.common_name) {
+                headers.insert(CLIENT_CN_HEADER, cn);
+            }
+            if let Ok(serial) = HeaderValue::from_str(&identity.serial) {
+                headers.insert(CLIENT_SERIAL_HEADER, serial);
+            }
+        } else if self
+            .intake
+            .require_client_cert
+            .iter()
+            .any(|prefix| path.starts_with(prefix.as_str()))
+        {
+            return Err((HostError::ClientCertificateRequired, None, None));
+        }
         let host = spin_headers::request_host(&req).map_err(|e| (e, None, None))?;
         let Some(matched) = app.routes.route(path) else {
             return Err((HostError::NotFound, None, None));
@@ -154,11 +196,10 @@ impl Dispatcher {
         let id = Some(component.id.clone());
         let route = Some(matched.raw_route().to_string());
         let context = RequestContext {
-            tls,
+            tls: connection.tls,
             host: &host,
             client,
         };
-        let mut req = req;
         spin_headers::apply(&mut req, &matched, &context);
         drop(host);
         match self.run_guest(app, *matched.target(), req).await {

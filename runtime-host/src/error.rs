@@ -22,6 +22,8 @@ pub enum HostError {
     BodyTimeout { timeout_ms: u64 },
     /// The client stopped sending the body before its end.
     BodyIncomplete,
+    /// The path needs a verified client certificate and there was none.
+    ClientCertificateRequired,
     /// The client's address sent more requests than its rate allows.
     RateLimited { retry_after_s: u64 },
     /// The guest ran past its deadline and was stopped.
@@ -50,6 +52,7 @@ impl HostError {
             HostError::BodyTimeout { .. } => "body_timeout",
             HostError::BodyIncomplete => "body_incomplete",
             HostError::RateLimited { .. } => "rate_limited",
+            HostError::ClientCertificateRequired => "client_certificate_required",
             HostError::DeadlineExceeded { .. } => "deadline_exceeded",
             HostError::GuestTrapped { .. } => "component_trapped",
             HostError::MemoryLimitExceeded { .. } => "memory_limit_exceeded",
@@ -69,6 +72,7 @@ impl HostError {
             HostError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             HostError::BodyIncomplete => StatusCode::BAD_REQUEST,
             HostError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            HostError::ClientCertificateRequired => StatusCode::FORBIDDEN,
             HostError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             HostError::Overloaded { .. } | HostError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -92,6 +96,9 @@ impl HostError {
                 format!("the request body did not arrive within {timeout_ms} ms")
             }
             HostError::BodyIncomplete => "the request body ended before its end".to_string(),
+            HostError::ClientCertificateRequired => {
+                "this path needs a verified client certificate".to_string()
+            }
             HostError::RateLimited { .. } => {
                 "too many requests from this address; retry after the indicated delay".to_string()
             }

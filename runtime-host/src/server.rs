@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ServerSettings;
 use crate::connections::ConnectionLimits;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Connection, Dispatcher};
 use crate::tls::Tls;
 
 /// How often refusals (connections and rates) are summed up in the log.
@@ -94,25 +94,37 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let tls = listeners[index].tls.clone();
-        let secure = tls.is_some();
-        let dispatcher = dispatcher.clone();
-        let service = service_fn(move |req| {
-            let dispatcher = dispatcher.clone();
-            async move { Ok::<_, Infallible>(dispatcher.handle(req, peer, secure).await) }
-        });
         let watcher = graceful.watcher();
         let builder = builder.clone();
+        let dispatcher = dispatcher.clone();
         tokio::spawn(async move {
             let _place = place;
+            let service = |connection: Connection| {
+                let connection = Arc::new(connection);
+                service_fn(move |req| {
+                    let (dispatcher, connection) = (dispatcher.clone(), connection.clone());
+                    async move { Ok::<_, Infallible>(dispatcher.handle(req, &connection).await) }
+                })
+            };
             let result = match tls {
                 None => {
+                    let service = service(Connection {
+                        client: peer,
+                        tls: false,
+                        identity: None,
+                    });
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(connection.into_owned()).await
                 }
                 // The handshake runs here, off the accept loop, bounded by
                 // its own timeout: a stalled client holds only its socket.
                 Some(tls) => match tls.accept(stream).await {
-                    Ok(stream) => {
+                    Ok((stream, identity)) => {
+                        let service = service(Connection {
+                            client: peer,
+                            tls: true,
+                            identity,
+                        });
                         let connection = builder.serve_connection(TokioIo::new(stream), service);
                         watcher.watch(connection.into_owned()).await
                     }

@@ -97,20 +97,29 @@ fn load_pair(
     Ok(Arc::new(certified))
 }
 
-/// Chooses the certificate of each handshake from the store in force.
+/// Chooses the certificate of each handshake.
 #[derive(Debug)]
-struct Resolver(ArcSwap<CertStore>);
+struct Resolver(CertStore);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.load().pick(hello.server_name())
+        self.0.pick(hello.server_name())
     }
+}
+
+/// What a verified client certificate says of its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The subject's common name (the device id).
+    pub common_name: String,
+    /// The certificate's serial number, hex.
+    pub serial: String,
 }
 
 /// One HTTPS listener's TLS.
 pub struct Tls {
-    acceptor: TlsAcceptor,
-    resolver: Arc<Resolver>,
+    /// Swapped whole on reload: certificates, client CA and revocation list.
+    config: ArcSwap<rustls::ServerConfig>,
     provider: Arc<CryptoProvider>,
     handshake_timeout: std::time::Duration,
 }
@@ -119,39 +128,113 @@ impl Tls {
     /// TLS as `settings` describe it; fails naming the file that is wrong.
     pub fn new(settings: &TlsSettings) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let resolver = Arc::new(Resolver(ArcSwap::from_pointee(CertStore::load(
-            settings, &provider,
-        )?)));
-        let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .context("TLS versions")?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let config = server_config(settings, &provider)?;
         Ok(Self {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-            resolver,
+            config: ArcSwap::from_pointee(config),
             provider,
             handshake_timeout: settings.handshake_timeout,
         })
     }
 
-    /// Loads the certificates `settings` name and puts them in force for
-    /// new handshakes; on any error nothing changes.
+    /// Loads everything `settings` name and puts it in force for new
+    /// handshakes; on any error nothing changes.
     pub fn reload(&self, settings: &TlsSettings) -> anyhow::Result<()> {
-        let store = CertStore::load(settings, &self.provider)?;
-        self.resolver.0.store(Arc::new(store));
+        let config = server_config(settings, &self.provider)?;
+        self.config.store(Arc::new(config));
         Ok(())
     }
 
-    /// The TLS handshake of one connection, bounded by the handshake timeout.
-    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
-        match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {
-            Ok(result) => result,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "TLS handshake timed out",
-            )),
+    /// The TLS handshake of one connection, bounded by the handshake
+    /// timeout, and the identity of its verified client certificate.
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+    ) -> std::io::Result<(TlsStream<TcpStream>, Option<ClientIdentity>)> {
+        let acceptor = TlsAcceptor::from(self.config.load_full());
+        let stream =
+            match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    ));
+                }
+            };
+        let identity = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| identity_of(leaf));
+        Ok((stream, identity))
+    }
+}
+
+fn server_config(
+    settings: &TlsSettings,
+    provider: &Arc<CryptoProvider>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let resolver = Arc::new(Resolver(CertStore::load(settings, provider)?));
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?;
+    let builder = match &settings.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            builder.with_client_cert_verifier(client_verifier(ca, &settings.client_crl, provider)?)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Client certificates are asked for, not required at the handshake (routes
+/// that need one refuse requests without), and verified against `ca` and
+/// the revocation lists.
+fn client_verifier(
+    ca: &Path,
+    crls: &[std::path::PathBuf],
+    provider: &Arc<CryptoProvider>,
+) -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading client CA {}", ca.display()))?
+    {
+        let cert = cert.with_context(|| format!("client CA {}: not PEM", ca.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("client CA {}", ca.display()))?;
+    }
+    let mut lists = Vec::new();
+    for crl in crls {
+        for list in rustls::pki_types::CertificateRevocationListDer::pem_file_iter(crl)
+            .with_context(|| format!("reading revocation list {}", crl.display()))?
+        {
+            lists.push(list.with_context(|| {
+                format!("revocation list {}: not a PEM X509 CRL", crl.display())
+            })?);
         }
     }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(lists)
+        .allow_unauthenticated()
+        .build()
+        .with_context(|| format!("client CA {}", ca.display()))
+}
+
+fn identity_of(leaf: &CertificateDer<'_>) -> Option<ClientIdentity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(ClientIdentity {
+        common_name,
+        serial: cert.raw_serial_as_string().replace(':', ""),
+    })
 }

@@ -270,6 +270,11 @@ async fn a_hung_core_with_300_pending_calls_leaves_ticketing_serving() {
         .as_u64()
         .unwrap();
     assert!(max <= 16, "the hung core held {max} calls");
+    // Calls its callers gave up on count as failures: the circuit opens,
+    // and later calls fail at once without waiting on the core.
+    assert!(app.host.wait_for_log("circuit opened"));
+    let (status, _, body) = app.core_get("/accounts/1/balance").await;
+    assert_eq!((status, code(&body)), (503, "core_unavailable"));
 }
 
 fn uuid_like() -> String {

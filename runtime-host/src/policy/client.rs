@@ -94,11 +94,14 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// A guard for a call about to be sent. Dropped before the response
+    /// head, the call counts as failed: its caller gave up waiting (its own
+    /// timeout), which is what a hung destination looks like from here.
     pub fn new(breaker: Arc<Breaker>, admission: Admission) -> Self {
         Self {
             breaker,
             admission: Some(admission),
-            on_drop: CallResult::Abandoned,
+            on_drop: CallResult::Failure,
         }
     }
 

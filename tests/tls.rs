@@ -457,3 +457,44 @@ async fn curl_reaches_each_environment_name_with_the_bank_ca() {
         );
     }
 }
+
+#[test]
+fn each_environment_file_checks_with_certificates_from_dev_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let dev_ca = Path::new(env!("CARGO_BIN_EXE_kiosk-host")).with_file_name("dev-ca");
+    assert!(
+        dev_ca.exists(),
+        "{} is missing: cargo build -p dev-ca",
+        dev_ca.display()
+    );
+    let made = std::process::Command::new(&dev_ca)
+        .arg("init")
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    std::fs::create_dir_all(dir.path().join("env")).unwrap();
+    for env in ["dev", "stag", "prod"] {
+        let file = dir.path().join("env").join(format!("{env}.toml"));
+        std::fs::copy(
+            support::repo().join(format!("deploy/env/{env}.toml")),
+            &file,
+        )
+        .unwrap();
+        let out = support::run(&[
+            "check",
+            "-f",
+            support::repo().join("spin.toml").to_str().unwrap(),
+            "--config",
+            file.to_str().unwrap(),
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{env}: {}", out.stderr);
+    }
+}

@@ -37,6 +37,9 @@ use crate::runtime_config::line_of;
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostConfig {
+    /// The environment this host serves (`dev`, `stag`, `prod`), named in
+    /// its logs.
+    pub environment: Option<String>,
     /// The listener and the limits of every request.
     pub server: ServerSettings,
     /// Policies for outbound HTTP, per destination.
@@ -696,6 +699,17 @@ mod tests {
     fn the_documented_example_holds_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/host.toml");
         assert_eq!(load(&path).unwrap(), HostConfig::default());
+    }
+
+    #[test]
+    fn the_environment_files_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/env");
+        for env in ["dev", "stag", "prod"] {
+            let config = load(&dir.join(format!("{env}.toml"))).unwrap();
+            assert_eq!(config.environment.as_deref(), Some(env));
+            let tls = config.server.tls.expect("HTTPS in every environment");
+            assert!(tls.cert.ends_with(format!("certs/{env}.pem")));
+        }
     }
 
     #[test]

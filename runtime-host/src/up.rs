@@ -126,6 +126,9 @@ pub async fn check(args: &AppArgs) -> anyhow::Result<()> {
     let manifest = read_manifest(args)?;
     // The same engine settings as `up`, so the compiled cache serves both.
     let config = args.host_config()?;
+    if let Some(tls) = &config.server.tls {
+        Tls::new(tls)?;
+    }
     let app = prepare(
         args,
         &manifest,
@@ -153,6 +156,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || guest_build::build_components(&manifest))
             .await
             .context("build task")??;
+    }
+    if let Some(environment) = &config.environment {
+        tracing::info!(environment = %environment, "environment");
     }
     let server = &config.server;
     // Certificates first: a broken one stops start-up before anything binds.

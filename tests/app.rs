@@ -89,6 +89,90 @@ impl App {
     }
 }
 
+impl App {
+    /// `GET` or `POST` a core-sim control endpoint (`/_sim/...`).
+    async fn sim(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.core.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    /// core-sim's stats (`transfers_executed`, `by_path`, …).
+    async fn sim_stats(&self) -> Value {
+        self.sim("GET", "/_sim/stats", None).await
+    }
+
+    /// `POST /api/v1/core/transfers` as `auth`, with `key` and `body`:
+    /// status, the `idempotent-replayed` header, and the JSON body.
+    async fn transfer(
+        &self,
+        auth: &str,
+        key: Option<&str>,
+        body: Value,
+    ) -> (u16, Option<String>, Value) {
+        let mut request = self
+            .http
+            .post(self.host.url("/api/v1/core/transfers"))
+            .header("authorization", auth)
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let replayed = response
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap().to_string());
+        (
+            status,
+            replayed,
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// Sends `GET target` with exactly these bytes as the request target (no
+/// client-side normalisation of `..` or `%2e`), reading the answer to the
+/// end of the connection: status and body.
+fn raw_get(addr: std::net::SocketAddr, target: &str, auth: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line for {target}: {text:?}"));
+    // The JSON document, whether the body came chunked or not.
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(start), Some(end)) if start < end => &body[start..=end],
+        _ => body,
+    };
+    (status, json.to_string())
+}
+
 fn deposit() -> Value {
     json!({"branch": "demo", "service": "deposit", "channel": "kiosk"})
 }
@@ -422,6 +506,14 @@ async fn the_core_passthrough_forwards_only_allowed_calls_without_client_credent
     );
     assert!(!headers.contains_key("cookie"));
     assert_eq!(headers["x-request-id"], request_id.as_str());
+    // The caller's key id reaches the core, never its key.
+    assert_eq!(headers["x-kiosk-client"], "kiosk-dev");
+    assert!(
+        !headers
+            .values()
+            .any(|v| v.as_str().unwrap().contains("dev-kiosk-key")),
+        "{headers:?}"
+    );
 
     let denied = app
         .http
@@ -431,6 +523,27 @@ async fn the_core_passthrough_forwards_only_allowed_calls_without_client_credent
         .await
         .unwrap();
     assert_eq!(denied.status(), 403);
+    // A query string passes only for entries that allow it (`GET /accounts/*/balance` does not).
+    let with_query = app
+        .http
+        .get(
+            app.host
+                .url("/api/v1/core/accounts/1/balance?as_of=2026-01-01"),
+        )
+        .header("authorization", COUNTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_query.status(), 403);
+    let body: Value = with_query.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "core_route_not_allowed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("queries are not allowed"),
+        "{body}"
+    );
     assert_eq!(
         app.core.requests().as_array().unwrap().len(),
         1,
@@ -473,25 +586,192 @@ async fn a_failing_or_hung_core_is_core_unavailable_and_health_degrades_fast() {
         .await
         .unwrap();
     assert_eq!(response.status(), 504);
+    assert!(response.headers().contains_key("retry-after"));
     assert_eq!(
         response.json::<Value>().await.unwrap()["error"]["code"],
         "core_unavailable"
     );
-    let (status, health) = hung.get("/health", None).await;
+    let (status, health) = hung.get("/health", Some(COUNTER)).await;
     assert_eq!(
         status, 200,
         "a slow core degrades health, it does not fail it"
     );
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["checks"]["store"], "ok");
+    assert_eq!(health["checks"]["core"], "failing: timeout");
     // Tickets are still issued while the core is down.
     assert_eq!(hung.issue(KIOSK, Some("x"), deposit()).await.0, 201);
 
-    let (status, health) = failing.get("/health", None).await;
+    let (status, health) = failing.get("/health", Some(COUNTER)).await;
     assert_eq!(
         (status, health["checks"]["store"].as_str()),
         (200, Some("ok"))
     );
+    assert_eq!(health["checks"]["core"], "failing: status 503");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn core_paths_a_core_could_read_differently_are_refused_before_the_core() {
+    let app = start(&[], &[]);
+    for path in [
+        "/customers/..",
+        "/customers/%2e%2e",
+        "/customers/%2E%2E",
+        "/customers/..%2F_sim%2Fstats",
+        "/customers/..;",
+        "/customers/..%5C..%5Cadmin",
+        "/customers/a;b",
+        "//customers/x",
+        "/customers/x/",
+        "/customers/%252e%252e",
+    ] {
+        let (status, body) = raw_get(app.host.addr, &format!("/api/v1/core{path}"), KIOSK);
+        assert_eq!(status, 400, "{path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: {body}"));
+        assert_eq!(body["error"]["code"], "invalid_core_path", "{path}: {body}");
+    }
+    assert_eq!(
+        app.core.requests(),
+        json!([]),
+        "a refused path reached the core"
+    );
+    // A canonical path still passes.
+    let (status, _) = raw_get(app.host.addr, "/api/v1/core/customers/c-1", KIOSK);
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_transfer_is_replayed_and_another_body_with_its_key_is_refused() {
+    let app = start(&[], &[]);
+    let body = json!({"from": "1", "to": "2", "amount": "10000"});
+    // A write without a key never reaches the core.
+    let (status, _, err) = app.transfer(KIOSK, None, body.clone()).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("idempotency_key_required"))
+    );
+    assert_eq!(app.core.requests(), json!([]));
+
+    let (status, replayed, first) = app.transfer(KIOSK, Some("tr-key-1"), body.clone()).await;
+    assert_eq!((status, replayed), (201, None), "{first}");
+    let seen = app.core.requests();
+    let headers = &seen.as_array().unwrap().last().unwrap()["headers"];
+    assert_eq!(headers["idempotency-key"], "tr-key-1");
+    assert_eq!(headers["x-kiosk-client"], "kiosk-dev");
+    assert!(headers.get("authorization").is_none());
+
+    // What a kiosk does after a lost answer: the same request again.
+    let (status, replayed, again) = app.transfer(KIOSK, Some("tr-key-1"), body.clone()).await;
+    assert_eq!((status, replayed.as_deref()), (201, Some("true")));
+    assert_eq!(again["id"], first["id"]);
+    let stats = app.sim_stats().await;
+    assert_eq!(stats["transfers_executed"], 1, "{stats}");
+    assert_eq!(
+        stats["by_path"]["/transfers"], 1,
+        "the replay came from the API's record"
+    );
+
+    let (status, _, err) = app
+        .transfer(
+            KIOSK,
+            Some("tr-key-1"),
+            json!({"from": "1", "to": "3", "amount": "10000"}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (422, Some("idempotency_key_mismatch"))
+    );
+    // The API's records are per caller: a counter's key of the same name
+    // is not answered from the kiosk's record but goes to the core.
+    let (status, _, _) = app.transfer(COUNTER, Some("tr-key-1"), body).await;
+    assert_eq!(status, 201);
+    assert_eq!(app.sim_stats().await["by_path"]["/transfers"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_core_that_ignores_idempotency_keys_still_gets_one_transfer_per_key() {
+    let app = start(&["--ignore-idempotency"], &[]);
+    let body = json!({"from": "1", "to": "2", "amount": "500"});
+    let (status, _, first) = app.transfer(COUNTER, Some("once"), body.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    for _ in 0..3 {
+        let (status, replayed, again) = app.transfer(COUNTER, Some("once"), body.clone()).await;
+        assert_eq!((status, replayed.as_deref()), (201, Some("true")));
+        assert_eq!(again, first);
+    }
+    assert_eq!(app.sim_stats().await["transfers_executed"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_whose_answer_was_cut_goes_to_the_core_again_with_its_key() {
+    // The core executes the transfer, then trickles its answer a byte a
+    // second: the API cuts it at core_timeout_ms and cannot know the outcome.
+    let app = start(
+        &["--trickle-ms", "1000"],
+        &[("SPIN_VARIABLE_CORE_TIMEOUT_MS", "1500")],
+    );
+    let body = json!({"from": "1", "to": "2", "amount": "700"});
+    let started = std::time::Instant::now();
+    let (status, _, err) = app.transfer(KIOSK, Some("cut"), body.clone()).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (504, Some("core_unavailable")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "the trickle was not cut: {:?}",
+        started.elapsed()
+    );
+    app.sim("POST", "/_sim/mode", Some(json!({"trickle_ms": 0})))
+        .await;
+    // The API recorded no answer: the retry goes to the core with the same
+    // key, and the core answers with the transfer it already made.
+    let (status, replayed, answer) = app.transfer(KIOSK, Some("cut"), body.clone()).await;
+    assert_eq!(
+        (status, replayed.as_deref()),
+        (201, Some("true")),
+        "{answer}"
+    );
+    let stats = app.sim_stats().await;
+    assert_eq!(stats["transfers_executed"], 1, "{stats}");
+    assert_eq!(stats["by_path"]["/transfers"], 2, "{stats}");
+    // From now on the API's own record answers.
+    let (status, _, again) = app.transfer(KIOSK, Some("cut"), body).await;
+    assert_eq!((status, again["id"].clone()), (201, answer["id"].clone()));
+    assert_eq!(app.sim_stats().await["by_path"]["/transfers"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_shows_its_checks_to_counters_only_and_never_error_text() {
+    let app = start(&[], &[]);
+    let (status, public) = app.get("/health", None).await;
+    assert_eq!(status, 200);
+    let mut fields: Vec<&String> = public.as_object().unwrap().keys().collect();
+    fields.sort();
+    assert_eq!(fields, ["status", "version"], "{public}");
+    assert_eq!(public["status"], "ok");
+    // A kiosk key is not enough.
+    assert!(
+        app.get("/health", Some(KIOSK))
+            .await
+            .1
+            .get("checks")
+            .is_none()
+    );
+    let (_, counter) = app.get("/health", Some(COUNTER)).await;
+    assert_eq!(counter["checks"], json!({"store": "ok", "core": "ok"}));
+
+    let down = start(&["--hang"], &[]);
+    let (status, public) = down.get("/health", None).await;
+    assert_eq!((status, public["status"].as_str()), (200, Some("degraded")));
+    assert!(public.get("checks").is_none(), "{public}");
+    let (_, counter) = down.get("/health", Some(COUNTER)).await;
+    assert_eq!(counter["checks"]["core"], "failing: timeout");
+    for body in [public.to_string(), counter.to_string()] {
+        assert!(!body.contains("ErrorCode"), "{body}");
+    }
 }
 
 /// Sends `method path` with `auth` and `body`, and checks the answer
@@ -761,7 +1041,51 @@ async fn responses_match_the_openapi_document() {
         None,
     )
     .await;
+    let core = ("POST", "/api/v1/core/transfers", "/api/v1/core/{path}");
+    let transfer = json!({"from": "1", "to": "2", "amount": "1"});
+    exchange(&app, &api, core, Some(KIOSK), Some(transfer.clone()), None).await;
+    let (status, _) = exchange(
+        &app,
+        &api,
+        core,
+        Some(KIOSK),
+        Some(transfer.clone()),
+        Some("o-1"),
+    )
+    .await;
+    assert_eq!(status, 201);
+    exchange(&app, &api, core, Some(KIOSK), Some(transfer), Some("o-1")).await;
+    let (status, _) = exchange(
+        &app,
+        &api,
+        core,
+        Some(KIOSK),
+        Some(json!({"other": true})),
+        Some("o-1"),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _) = exchange(
+        &app,
+        &api,
+        ("GET", "/api/v1/core/customers/a;b", "/api/v1/core/{path}"),
+        Some(KIOSK),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
     exchange(&app, &api, ("GET", "/health", "/health"), None, None, None).await;
+    let (_, health) = exchange(
+        &app,
+        &api,
+        ("GET", "/health", "/health"),
+        Some(COUNTER),
+        None,
+        None,
+    )
+    .await;
+    assert!(health["checks"].is_object());
 }
 
 /// 8 clients × 200 tickets at once on one service, through `hosts`: the

@@ -1,60 +1,98 @@
 //! `/api/v1/core/{path}`: forwards allow-listed calls to the core banking
-//! system. Only kiosks and counters may call it; only the methods and paths
-//! in `core_allowed_routes` pass; the client's credentials never reach the
-//! core; every call carries a request id and is bounded by `core_timeout_ms`.
-//! A failed or slow core is `core_unavailable` (503 / 504) with `Retry-After`.
+//! system. Only kiosks and counters may call it; the path must be canonical
+//! and `METHOD /path` in `core_allowed_routes`; the client's credentials
+//! never reach the core, its key id does (`x-kiosk-client`); every call
+//! carries a request id and is bounded by `core_timeout_ms` as a whole.
+//! Writes need an `Idempotency-Key` and take effect once per caller and key
+//! (see `kiosk_domain::CoreWrites`). A failing core, or the host's policy
+//! refusing the call, is 503 (`core_unavailable`, or `core_busy` at the
+//! host's concurrency cap), a silent one 504, all with `Retry-After`.
 use std::time::Duration;
 
-use kiosk_domain::{Caller, DomainError};
-use kiosk_spin::outbound::{CallError, call, split_base};
-use kiosk_spin::{api_error, authenticate, check_body_size, error, now, random16};
+use kiosk_domain::{
+    CoreOutcome, CoreReply, CoreRoutes, CoreWrite, CoreWrites, DomainError, IdempotencyKey,
+    core_client, core_write_fingerprint, core_write_lease, is_core_write,
+};
+use kiosk_spin::outbound::{CallError, Refusal, Reply, call, split_base};
+use kiosk_spin::{Authenticated, KvStore, api_error, check_body_size, error, request_id};
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;
 
 /// Request headers passed on to the core (everything else stays here).
 const FORWARDED_HEADERS: &[&str] = &["content-type", "accept", "accept-language"];
 
+/// Set on an answer that repeats a recorded one (here or at the core).
+const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// `Retry-After` for a core that failed or timed out.
+const CORE_RETRY_AFTER_S: u64 = 5;
+
 #[http_component]
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
-    if let Err(response) = check_body_size(&req) {
-        return Ok(response);
+    let request_id = request_id(&req);
+    let mut response = forward(&req, &request_id).unwrap_or_else(|response| response);
+    response.set_header("x-request-id", request_id);
+    Ok(response)
+}
+
+/// Where the core is and how long a call may take.
+struct Core {
+    https: bool,
+    authority: String,
+    timeout: Duration,
+}
+
+impl Core {
+    fn from_variables() -> Result<Core, Response> {
+        let base = spin_sdk::variables::get("core_base_url").unwrap_or_default();
+        let (https, authority) = split_base(&base)
+            .ok_or_else(|| misconfigured("core_base_url is not an http(s) URL"))?;
+        let timeout_ms: u64 = spin_sdk::variables::get("core_timeout_ms")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3000);
+        Ok(Core {
+            https,
+            authority,
+            timeout: Duration::from_millis(timeout_ms),
+        })
     }
-    match authenticate(&req, now()) {
-        Ok(Caller::Kiosk { .. } | Caller::Counter { .. }) => {}
-        Ok(Caller::Mobile { .. }) => {
-            return Ok(error(&DomainError::Forbidden(
-                "the core passthrough is for kiosks and counters".into(),
-            )));
-        }
-        Err(e) => return Ok(error(&e)),
+
+    fn call(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(String, Vec<u8>)],
+        body: &[u8],
+    ) -> Result<Reply, CallError> {
+        call(
+            method,
+            self.https,
+            &self.authority,
+            path_and_query,
+            headers,
+            body,
+            self.timeout,
+        )
     }
+}
+
+fn forward(req: &Request, request_id: &str) -> Result<Response, Response> {
+    check_body_size(req)?;
+    let auth = Authenticated::from_request(req).map_err(|e| error(&e))?;
+    let client = core_client(&auth.caller).map_err(|e| error(&e))?;
+    let method = req.method().to_string();
     let path = req
         .header("spin-path-info")
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
-    let method = req.method().to_string();
-    let allowed = spin_sdk::variables::get("core_allowed_routes").unwrap_or_default();
-    if !route_allowed(&allowed, &method, &path) {
-        return Ok(api_error(
-            403,
-            "core_route_not_allowed",
-            &format!("{method} {path} is not an allowed core route"),
-        ));
-    }
-    let request_id = request_id(&req);
-    let base = spin_sdk::variables::get("core_base_url").unwrap_or_default();
-    let Some((https, authority)) = split_base(&base) else {
-        return Ok(api_error(
-            500,
-            "core_misconfigured",
-            "core_base_url is not an http(s) URL",
-        ));
-    };
-    let timeout_ms: u64 = spin_sdk::variables::get("core_timeout_ms")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
+    let query = req.query();
+    let routes =
+        CoreRoutes::parse(&spin_sdk::variables::get("core_allowed_routes").unwrap_or_default())
+            .map_err(|e| misconfigured(&e.to_string()))?;
+    routes.check(&method, &path, query).map_err(|e| error(&e))?;
+    let core = Core::from_variables()?;
     let mut headers: Vec<(String, Vec<u8>)> = FORWARDED_HEADERS
         .iter()
         .filter_map(|name| {
@@ -62,115 +100,141 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 .map(|v| (name.to_string(), v.as_bytes().to_vec()))
         })
         .collect();
-    headers.push(("x-request-id".into(), request_id.clone().into_bytes()));
-    let path_and_query = match req.query() {
+    headers.push(("x-request-id".into(), request_id.as_bytes().to_vec()));
+    headers.push(("x-kiosk-client".into(), client.into_bytes()));
+    let path_and_query = match query {
         "" => path.clone(),
         query => format!("{path}?{query}"),
     };
-    let reply = call(
-        &method,
-        https,
-        &authority,
-        &path_and_query,
-        &headers,
-        req.body(),
-        Duration::from_millis(timeout_ms),
-    );
-    let mut response = match reply {
-        Ok(reply) if reply.status >= 500 => {
-            unavailable(503, &format!("the core answered {}", reply.status))
+    if !is_core_write(&method) {
+        let reply = core.call(&method, &path_and_query, &headers, req.body());
+        return Ok(answer(reply.map(core_reply), &core));
+    }
+
+    let key = req
+        .header("idempotency-key")
+        .map(|v| v.as_str().unwrap_or(""))
+        .ok_or_else(|| error(&DomainError::IdempotencyKeyRequired))?;
+    let fingerprint = core_write_fingerprint(&method, &path, query, req.body());
+    let key = IdempotencyKey::new(key, fingerprint).map_err(|e| error(&e))?;
+    let store = KvStore::open().map_err(|e| error(&e))?;
+    let writes = CoreWrites::new(&store, core_write_lease(core.timeout));
+    let lease = match writes
+        .begin(&auth.caller, &key, auth.at)
+        .map_err(|e| error(&e))?
+    {
+        CoreWrite::Replay(reply) => return Ok(passthrough(reply, true)),
+        CoreWrite::Send(lease) => lease,
+    };
+    headers.push(("idempotency-key".into(), key.key().as_bytes().to_vec()));
+    let reply = core
+        .call(&method, &path_and_query, &headers, req.body())
+        .map(core_reply);
+    let outcome = match &reply {
+        Ok((reply, _)) => CoreOutcome::Answered(reply),
+        Err(e) if e.never_sent() => CoreOutcome::NotSent,
+        Err(_) => CoreOutcome::Unknown,
+    };
+    match writes.finish(lease, outcome) {
+        Ok(true) => {}
+        Ok(false) => eprintln!(
+            "core write {request_id}: its idempotency lease lapsed before the core answered; \
+             the outcome was not recorded"
+        ),
+        Err(e) => eprintln!("core write {request_id}: recording the outcome failed: {e}"),
+    }
+    Ok(answer(reply, &core))
+}
+
+/// The core's reply as recorded, and whether the core said it replayed it.
+fn core_reply(reply: Reply) -> (CoreReply, bool) {
+    let replayed = reply
+        .header(REPLAYED_HEADER)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let content_type = reply.header("content-type").map(str::to_string);
+    (
+        CoreReply {
+            status: reply.status,
+            content_type,
+            body: reply.body,
+        },
+        replayed,
+    )
+}
+
+/// The client's answer for a call's result.
+fn answer(result: Result<(CoreReply, bool), CallError>, core: &Core) -> Response {
+    match result {
+        Ok((reply, _)) if reply.status >= 500 => unavailable(
+            503,
+            &format!("the core answered {}", reply.status),
+            CORE_RETRY_AFTER_S,
+        ),
+        Ok((reply, replayed)) => passthrough(reply, replayed),
+        Err(CallError::Refused {
+            reason: Refusal::Busy,
+            retry_after_s,
+        }) => {
+            let mut response = api_error(
+                503,
+                "core_busy",
+                "the core has as many calls in flight from this host as it may; retry shortly",
+            );
+            response.set_header("retry-after", retry_after_s.to_string());
+            response
         }
-        Ok(reply) => {
-            let mut builder = Response::builder();
-            builder.status(reply.status);
-            for (name, value) in &reply.headers {
-                if name.eq_ignore_ascii_case("content-type") {
-                    builder.header("content-type", String::from_utf8_lossy(value).into_owned());
-                }
-            }
-            builder.body(reply.body).build()
-        }
+        Err(CallError::Refused {
+            reason: Refusal::CircuitOpen,
+            retry_after_s,
+        }) => unavailable(
+            503,
+            &format!("the core is failing; calls to it are paused for {retry_after_s} s"),
+            retry_after_s,
+        ),
         Err(CallError::Timeout) => unavailable(
             504,
-            &format!("the core did not answer within {timeout_ms} ms"),
+            &format!(
+                "the core did not answer within {} ms",
+                core.timeout.as_millis()
+            ),
+            CORE_RETRY_AFTER_S,
         ),
         Err(CallError::Denied) => unavailable(
             503,
             "the core is not reachable from this component (allowed_outbound_hosts)",
+            CORE_RETRY_AFTER_S,
         ),
-        Err(CallError::Unavailable(why)) => {
-            unavailable(503, &format!("the core is unavailable: {why}"))
-        }
-    };
-    response.set_header("x-request-id", request_id);
-    Ok(response)
+        Err(CallError::Invalid(what)) => misconfigured(&format!(
+            "the request to the core could not be built ({what})"
+        )),
+        Err(e @ (CallError::Unreachable(_) | CallError::Failed(_))) => unavailable(
+            503,
+            &format!("the core is unavailable: {}", e.detail()),
+            CORE_RETRY_AFTER_S,
+        ),
+    }
 }
 
-fn unavailable(status: u16, message: &str) -> Response {
+/// The core's answer as the client gets it: status, content type, body.
+fn passthrough(reply: CoreReply, replayed: bool) -> Response {
+    let mut builder = Response::builder();
+    builder.status(reply.status);
+    if let Some(content_type) = reply.content_type {
+        builder.header("content-type", content_type);
+    }
+    if replayed {
+        builder.header(REPLAYED_HEADER, "true");
+    }
+    builder.body(reply.body).build()
+}
+
+fn unavailable(status: u16, message: &str, retry_after_s: u64) -> Response {
     let mut response = api_error(status, "core_unavailable", message);
-    response.set_header("retry-after", "5");
+    response.set_header("retry-after", retry_after_s.to_string());
     response
 }
 
-/// `METHOD /pattern, …` where `*` matches one path segment.
-fn route_allowed(spec: &str, method: &str, path: &str) -> bool {
-    let path: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    spec.split(',')
-        .filter_map(|entry| entry.trim().split_once(' '))
-        .any(|(m, pattern)| {
-            let pattern: Vec<&str> = pattern
-                .trim()
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .collect();
-            m.eq_ignore_ascii_case(method)
-                && pattern.len() == path.len()
-                && pattern.iter().zip(&path).all(|(p, s)| *p == "*" || p == s)
-        })
-}
-
-/// The client's `x-request-id` when it is a sane token, else a new one.
-fn request_id(req: &Request) -> String {
-    req.header("x-request-id")
-        .and_then(|v| v.as_str())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| random16().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_match_method_and_whole_segments() {
-        let spec = "GET /customers/*, GET /accounts/*/balance, POST /transfers";
-        assert!(route_allowed(spec, "GET", "/customers/c-1"));
-        assert!(route_allowed(spec, "GET", "/accounts/123/balance"));
-        assert!(route_allowed(spec, "POST", "/transfers"));
-        assert!(!route_allowed(spec, "DELETE", "/transfers"));
-        assert!(!route_allowed(spec, "GET", "/customers"));
-        assert!(!route_allowed(spec, "GET", "/customers/c-1/secrets"));
-        assert!(!route_allowed(spec, "GET", "/accounts/123/history"));
-        assert!(!route_allowed("", "GET", "/customers/c-1"));
-    }
-
-    #[test]
-    fn base_urls_split_into_scheme_and_authority() {
-        assert_eq!(
-            split_base("http://127.0.0.1:3999"),
-            Some((false, "127.0.0.1:3999".into()))
-        );
-        assert_eq!(
-            split_base("https://core.bank.example/"),
-            Some((true, "core.bank.example".into()))
-        );
-        assert_eq!(split_base("ftp://x"), None);
-        assert_eq!(split_base("http://x/api"), None);
-    }
+fn misconfigured(message: &str) -> Response {
+    eprintln!("core_misconfigured: {message}");
+    api_error(500, "core_misconfigured", message)
 }

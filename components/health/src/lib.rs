@@ -1,15 +1,23 @@
-//! `GET /health`: the app's own health: the store must answer (else 503),
-//! and the core is checked with a short timeout so a slow core makes the app
-//! `degraded`, never slow.
+//! `GET /health`: the app's own health. The store must answer (else 503,
+//! `failing`); the core is checked within 500 ms in all, so a slow core
+//! makes the app `degraded`, never slow.
+//!
+//! Anyone gets `{status, version}`. A counter (`Authorization: Bearer
+//! <counter key>`) also gets `checks: {store, core}`, each `ok` or
+//! `failing: <short reason>`; the full cause of a store failure goes to the
+//! host's log only.
 use std::time::Duration;
 
-use kiosk_domain::Store;
+use kiosk_domain::{Caller, Store};
 use kiosk_spin::outbound::{call, split_base};
-use kiosk_spin::{KvStore, api_error, json};
+use kiosk_spin::{Authenticated, KvStore, api_error, json, request_id};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_component;
 
 const CORE_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How the core check names itself to the core (`x-kiosk-client`).
+const HEALTH_CLIENT: &str = "kiosk-api-health";
 
 #[http_component]
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
@@ -18,45 +26,78 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         response.set_header("allow", "GET, HEAD");
         return Ok(response);
     }
-    let store = match KvStore::open()
-        .map_err(|e| e.to_string())
-        .and_then(|s| s.get("health:probe").map(|_| ()).map_err(|e| e.to_string()))
-    {
-        Ok(()) => "ok".to_string(),
-        Err(e) => format!("failing: {e}"),
-    };
-    let core = check_core();
-    let status = if store != "ok" {
+    let store = check_store();
+    let core = check_core(&request_id(&req));
+    let status = if store.is_err() {
         "failing"
-    } else if core != "ok" {
+    } else if core.is_err() {
         "degraded"
     } else {
         "ok"
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
-        "checks": { "store": store, "core": core },
     });
+    let counter = matches!(
+        Authenticated::from_request(&req),
+        Ok(Authenticated {
+            caller: Caller::Counter { .. },
+            ..
+        })
+    );
+    if counter {
+        body["checks"] = serde_json::json!({ "store": shown(&store), "core": shown(&core) });
+    }
     Ok(json(if status == "failing" { 503 } else { 200 }, &body))
 }
 
-fn check_core() -> String {
+/// `ok`, or `failing: <reason>`.
+fn shown(check: &Result<(), String>) -> String {
+    match check {
+        Ok(()) => "ok".into(),
+        Err(reason) => format!("failing: {reason}"),
+    }
+}
+
+fn check_store() -> Result<(), String> {
+    let outcome = KvStore::open()
+        .map_err(|e| ("cannot open", e.to_string()))
+        .and_then(|store| {
+            store
+                .get("health:probe")
+                .map(|_| ())
+                .map_err(|e| ("read error", e.to_string()))
+        });
+    outcome.map_err(|(reason, cause)| {
+        eprintln!("health: store {reason}: {cause}");
+        reason.to_string()
+    })
+}
+
+fn check_core(request_id: &str) -> Result<(), String> {
     let base = spin_sdk::variables::get("core_base_url").unwrap_or_default();
     let Some((https, authority)) = split_base(&base) else {
-        return "failing: core_base_url is not an http(s) URL".into();
+        return Err("core_base_url is not an http(s) URL".into());
     };
+    let headers = [
+        ("x-request-id".to_string(), request_id.as_bytes().to_vec()),
+        (
+            "x-kiosk-client".to_string(),
+            HEALTH_CLIENT.as_bytes().to_vec(),
+        ),
+    ];
     match call(
         "GET",
         https,
         &authority,
         "/health",
-        &[],
+        &headers,
         &[],
         CORE_CHECK_TIMEOUT,
     ) {
-        Ok(reply) if reply.status < 500 => "ok".into(),
-        Ok(reply) => format!("failing: status {}", reply.status),
-        Err(e) => format!("failing: {e:?}"),
+        Ok(reply) if reply.status < 500 => Ok(()),
+        Ok(reply) => Err(format!("status {}", reply.status)),
+        Err(e) => Err(e.detail()),
     }
 }

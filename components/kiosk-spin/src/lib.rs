@@ -1,14 +1,15 @@
 //! The thin layer every kiosk-api component shares: the domain's [`Store`]
 //! over Spin key-value (`wasi:keyvalue`, store `default`), credentials from
-//! Spin variables, the clock and randomness, and JSON responses with the
-//! domain's stable error codes.
+//! Spin variables, the clock and randomness, one request context
+//! ([`Authenticated`], [`Session`]), outbound calls bounded by one deadline
+//! ([`outbound`]), and JSON responses with the domain's stable error codes.
 
 pub mod files;
 pub mod outbound;
 
 use chrono::{DateTime, Utc};
 use kiosk_domain::{
-    ApiKey, AuthConfig, Caller, Catalog, Credential, DomainError, Store, StoreError,
+    ApiKey, AuthConfig, Caller, Catalog, Credential, DomainError, Kiosk, Store, StoreError,
 };
 use serde::Serialize;
 use spin_sdk::http::{Request, Response};
@@ -181,6 +182,68 @@ pub fn authenticate(req: &Request, now: DateTime<Utc>) -> Result<Caller, DomainE
     auth_config().authenticate(credential, now)
 }
 
+/// An authenticated request: when it arrived and who sent it.
+pub struct Authenticated {
+    /// The time the request is handled at.
+    pub at: DateTime<Utc>,
+    /// Who sent it.
+    pub caller: Caller,
+}
+
+impl Authenticated {
+    /// Reads the clock and authenticates `req` (`unauthorized` without valid
+    /// credentials).
+    pub fn from_request(req: &Request) -> Result<Self, DomainError> {
+        let at = now();
+        let caller = authenticate(req, at)?;
+        Ok(Authenticated { at, caller })
+    }
+
+    /// Opens what the ticket and queue operations need: the catalog and the store.
+    pub fn open(self) -> Result<Session, DomainError> {
+        Ok(Session {
+            catalog: catalog()?,
+            store: KvStore::open()?,
+            auth: self,
+        })
+    }
+}
+
+/// An authenticated request with the catalog loaded and the store open.
+pub struct Session {
+    /// When and who.
+    pub auth: Authenticated,
+    catalog: Catalog,
+    store: KvStore,
+}
+
+impl Session {
+    /// Authenticates `req`, then opens the catalog and the store.
+    pub fn open(req: &Request) -> Result<Self, DomainError> {
+        Authenticated::from_request(req)?.open()
+    }
+
+    /// The domain operations over this session's catalog and store.
+    pub fn kiosk(&self) -> Kiosk<'_, KvStore> {
+        Kiosk::new(&self.catalog, &self.store)
+    }
+}
+
+/// The client's `x-request-id` when it is a sane token (1–64 letters,
+/// digits, `-` or `_`), else a new random one.
+pub fn request_id(req: &Request) -> String {
+    req.header("x-request-id")
+        .and_then(|v| v.as_str())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| random16().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A JSON response.
 pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
     Response::builder()
@@ -198,7 +261,9 @@ pub fn error(e: &DomainError) -> Response {
         // Clients get a generic message; the operator gets the cause (on
         // the host's stderr, as Spin echoes guest output).
         eprintln!("{}: {cause}", e.code());
-        response.set_header("retry-after", "1");
+    }
+    if let Some(seconds) = e.retry_after_s() {
+        response.set_header("retry-after", seconds.to_string());
     }
     if matches!(e, DomainError::Unauthorized(_)) {
         response.set_header("www-authenticate", "Bearer");

@@ -3,7 +3,8 @@
 //! `.../recall`, `.../tickets/{id}/transfer|complete|no-show`).
 use kiosk_domain::{DomainError, Kiosk, parse_call_request, parse_transfer_request};
 use kiosk_spin::{
-    KvStore, api_error, authenticate, catalog, check_body_size, error, json, now, path_segments,
+    Authenticated, KvStore, Session, api_error, catalog, check_body_size, error, json, now,
+    path_segments,
 };
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
@@ -42,13 +43,14 @@ fn board(branch: &str) -> Result<Response, DomainError> {
 }
 
 fn call(req: &Request, branch: &str) -> Result<Response, DomainError> {
-    let at = now();
-    let caller = authenticate(req, at)?;
+    let auth = Authenticated::from_request(req)?;
     let request = parse_call_request(req.body())?;
-    let catalog = catalog()?;
-    let store = KvStore::open()?;
+    let s = auth.open()?;
     Ok(
-        match Kiosk::new(&catalog, &store).call_next(&caller, branch, request, at)? {
+        match s
+            .kiosk()
+            .call_next(&s.auth.caller, branch, request, s.auth.at)?
+        {
             Some(ticket) => json(200, &ticket),
             None => Response::new(204, ()),
         },
@@ -56,13 +58,14 @@ fn call(req: &Request, branch: &str) -> Result<Response, DomainError> {
 }
 
 fn recall(req: &Request, branch: &str) -> Result<Response, DomainError> {
-    let at = now();
-    let caller = authenticate(req, at)?;
+    let auth = Authenticated::from_request(req)?;
     let request = parse_call_request(req.body())?;
-    let catalog = catalog()?;
-    let store = KvStore::open()?;
+    let s = auth.open()?;
     Ok(
-        match Kiosk::new(&catalog, &store).recall(&caller, branch, &request.counter, at)? {
+        match s
+            .kiosk()
+            .recall(&s.auth.caller, branch, &request.counter, s.auth.at)?
+        {
             Some(ticket) => json(200, &ticket),
             None => Response::new(204, ()),
         },
@@ -70,17 +73,14 @@ fn recall(req: &Request, branch: &str) -> Result<Response, DomainError> {
 }
 
 fn act(req: &Request, branch: &str, id: &str, action: &str) -> Result<Response, DomainError> {
-    let at = now();
-    let caller = authenticate(req, at)?;
-    let catalog = catalog()?;
-    let store = KvStore::open()?;
-    let kiosk = Kiosk::new(&catalog, &store);
+    let s = Session::open(req)?;
+    let (kiosk, caller, at) = (s.kiosk(), &s.auth.caller, s.auth.at);
     let ticket = match action {
         "transfer" => {
-            kiosk.transfer(&caller, branch, id, parse_transfer_request(req.body())?, at)?
+            kiosk.transfer(caller, branch, id, parse_transfer_request(req.body())?, at)?
         }
-        "complete" => kiosk.complete(&caller, branch, id, at)?,
-        "no-show" => kiosk.no_show(&caller, branch, id, at)?,
+        "complete" => kiosk.complete(caller, branch, id, at)?,
+        "no-show" => kiosk.no_show(caller, branch, id, at)?,
         other => {
             return Err(DomainError::InvalidRequest(format!(
                 "unknown ticket action `{other}` (transfer, complete, no-show)"

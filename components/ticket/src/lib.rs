@@ -1,9 +1,8 @@
 //! `/api/v1/tickets`: issue (`POST`), read (`GET /{id}`) and cancel
 //! (`DELETE /{id}`) tickets. Parse, call the domain, answer.
-use kiosk_domain::{DomainError, IdempotencyKey, Kiosk, parse_issue_request};
+use kiosk_domain::{DomainError, IdempotencyKey, parse_issue_request};
 use kiosk_spin::{
-    KvStore, api_error, authenticate, catalog, check_body_size, error, json, now, path_segments,
-    random16,
+    Authenticated, Session, api_error, check_body_size, error, json, path_segments, random16,
 };
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
@@ -33,40 +32,28 @@ fn serve(f: impl FnOnce() -> Result<Response, DomainError>) -> Response {
 }
 
 fn issue(req: &Request) -> Result<Response, DomainError> {
-    let at = now();
-    let caller = authenticate(req, at)?;
+    let auth = Authenticated::from_request(req)?;
     let request = parse_issue_request(req.body())?;
     let idempotency = match req.header("idempotency-key").and_then(|v| v.as_str()) {
         Some(key) => Some(IdempotencyKey::for_body(key, req.body())?),
         None => None,
     };
-    let catalog = catalog()?;
-    let store = KvStore::open()?;
-    let ticket =
-        Kiosk::new(&catalog, &store).issue_ticket(&caller, request, idempotency, at, random16())?;
+    let session = auth.open()?;
+    let Authenticated { at, caller } = &session.auth;
+    let ticket = session
+        .kiosk()
+        .issue_ticket(caller, request, idempotency, *at, random16())?;
     let mut response = json(201, &ticket);
     response.set_header("location", format!("/api/v1/tickets/{}", ticket.id));
     Ok(response)
 }
 
 fn read(req: &Request, id: &str) -> Result<Response, DomainError> {
-    let at = now();
-    let caller = authenticate(req, at)?;
-    let catalog = catalog()?;
-    let store = KvStore::open()?;
-    Ok(json(
-        200,
-        &Kiosk::new(&catalog, &store).ticket(&caller, id, at)?,
-    ))
+    let s = Session::open(req)?;
+    Ok(json(200, &s.kiosk().ticket(&s.auth.caller, id, s.auth.at)?))
 }
 
 fn cancel(req: &Request, id: &str) -> Result<Response, DomainError> {
-    let at = now();
-    let caller = authenticate(req, at)?;
-    let catalog = catalog()?;
-    let store = KvStore::open()?;
-    Ok(json(
-        200,
-        &Kiosk::new(&catalog, &store).cancel(&caller, id, at)?,
-    ))
+    let s = Session::open(req)?;
+    Ok(json(200, &s.kiosk().cancel(&s.auth.caller, id, s.auth.at)?))
 }

@@ -8,7 +8,8 @@
 //! - `GET /customers/{ref}` and `GET /accounts/{id}/balance`
 //! - `POST /transfers`: executes a transfer, answering 201 with
 //!   `{"id": "tr-N", "request": BODY, "status": "accepted"}`. With an
-//!   `Idempotency-Key` header the core deduplicates: the same key with the
+//!   `Idempotency-Key` header the core deduplicates, per caller
+//!   (`x-kiosk-client`): the same key with the
 //!   same body gets the first answer again (same id and status) with
 //!   `idempotent-replayed: true`; with another body 422; while the first is
 //!   still in progress 409. A transfer answered 503 is not executed and its
@@ -158,11 +159,19 @@ impl Sim {
             .iter()
             .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
             .collect();
+        // Keys are per caller (`x-kiosk-client`), as a core that audits
+        // its callers keeps them: two callers may use the same key string.
+        let caller = req
+            .headers()
+            .get("x-kiosk-client")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let key = req
             .headers()
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+            .map(|key| format!("{caller}\u{0}{key}"));
         let query = req.uri().query().unwrap_or("").to_string();
         let body = req
             .into_body()

@@ -60,9 +60,10 @@ pub enum DomainError {
     /// budget ran out. (409)
     #[error("conflict: {0}")]
     Conflict(String),
-    /// Kiosks must send an `Idempotency-Key`. (400)
+    /// Kiosks issuing tickets and every core write must send an
+    /// `Idempotency-Key`. (400)
     #[error(
-        "an Idempotency-Key header is required for kiosk requests; send a fresh unique key per ticket and reuse it only when retrying"
+        "an Idempotency-Key header is required for this request; send a fresh unique key per operation and reuse it only when retrying"
     )]
     IdempotencyKeyRequired,
     /// The key was already used with a different request body. (422)
@@ -70,9 +71,24 @@ pub enum DomainError {
         "this Idempotency-Key was already used with a different request body; use a new key for a different request"
     )]
     IdempotencyKeyMismatch,
-    /// A request with this key is still being processed. (409)
-    #[error("a request with this Idempotency-Key is still being processed; retry in a few seconds")]
-    IdempotencyInProgress,
+    /// A request with this key is still being processed. (409, with
+    /// `Retry-After: retry_after_s`)
+    #[error(
+        "a request with this Idempotency-Key is still being processed; retry in {retry_after_s} s"
+    )]
+    IdempotencyInProgress {
+        /// Seconds until a retry can get an answer (at least 1).
+        retry_after_s: u64,
+    },
+    /// A core passthrough path that is not canonical: an empty, `.` or `..`
+    /// segment, or one containing an encoded dot, slash, backslash or
+    /// percent, `;` or `\`. Refused before the allow-list is consulted. (400)
+    #[error("invalid core path: {0}")]
+    InvalidCorePath(String),
+    /// The method and path are not in `core_allowed_routes`, or the route
+    /// takes no query string. (403)
+    #[error("{0}")]
+    CoreRouteNotAllowed(String),
     /// The store failed. The inner error is for logs and is not part of the message. (503)
     #[error("ticket storage is temporarily unavailable; retry shortly")]
     StoreUnavailable(#[source] StoreError),
@@ -107,7 +123,9 @@ impl DomainError {
             DomainError::Conflict(_) => "conflict",
             DomainError::IdempotencyKeyRequired => "idempotency_key_required",
             DomainError::IdempotencyKeyMismatch => "idempotency_key_mismatch",
-            DomainError::IdempotencyInProgress => "idempotency_in_progress",
+            DomainError::IdempotencyInProgress { .. } => "idempotency_in_progress",
+            DomainError::InvalidCorePath(_) => "invalid_core_path",
+            DomainError::CoreRouteNotAllowed(_) => "core_route_not_allowed",
             DomainError::StoreUnavailable(_) => "store_unavailable",
         }
     }
@@ -115,9 +133,11 @@ impl DomainError {
     /// HTTP status code the API should answer with.
     pub fn status(&self) -> u16 {
         match self {
-            DomainError::InvalidRequest(_) | DomainError::IdempotencyKeyRequired => 400,
+            DomainError::InvalidRequest(_)
+            | DomainError::IdempotencyKeyRequired
+            | DomainError::InvalidCorePath(_) => 400,
             DomainError::Unauthorized(_) => 401,
-            DomainError::Forbidden(_) => 403,
+            DomainError::Forbidden(_) | DomainError::CoreRouteNotAllowed(_) => 403,
             DomainError::BranchNotFound(_)
             | DomainError::ServiceNotFound { .. }
             | DomainError::CounterNotFound { .. }
@@ -125,9 +145,19 @@ impl DomainError {
             DomainError::BranchClosed { .. }
             | DomainError::AlreadyHasTicket { .. }
             | DomainError::Conflict(_)
-            | DomainError::IdempotencyInProgress => 409,
+            | DomainError::IdempotencyInProgress { .. } => 409,
             DomainError::IdempotencyKeyMismatch => 422,
             DomainError::StoreUnavailable(_) => 503,
+        }
+    }
+
+    /// Seconds a client should wait before retrying (`Retry-After`), for
+    /// the errors that are worth retrying unchanged.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            DomainError::IdempotencyInProgress { retry_after_s } => Some(*retry_after_s),
+            DomainError::StoreUnavailable(_) => Some(1),
+            _ => None,
         }
     }
 
@@ -209,9 +239,19 @@ mod tests {
                 422,
             ),
             (
-                DomainError::IdempotencyInProgress,
+                DomainError::IdempotencyInProgress { retry_after_s: 3 },
                 "idempotency_in_progress",
                 409,
+            ),
+            (
+                DomainError::InvalidCorePath("x".into()),
+                "invalid_core_path",
+                400,
+            ),
+            (
+                DomainError::CoreRouteNotAllowed("x".into()),
+                "core_route_not_allowed",
+                403,
             ),
             (
                 DomainError::StoreUnavailable(StoreError("redis://user:pw@host".into())),
@@ -225,6 +265,19 @@ mod tests {
             assert_eq!(e.body().code, code);
             assert!(!e.to_string().is_empty());
         }
+    }
+
+    #[test]
+    fn retry_after_is_given_for_retryable_errors() {
+        assert_eq!(
+            DomainError::IdempotencyInProgress { retry_after_s: 7 }.retry_after_s(),
+            Some(7)
+        );
+        assert_eq!(
+            DomainError::StoreUnavailable(StoreError("x".into())).retry_after_s(),
+            Some(1)
+        );
+        assert_eq!(DomainError::IdempotencyKeyMismatch.retry_after_s(), None);
     }
 
     #[test]

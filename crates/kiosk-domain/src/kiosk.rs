@@ -6,13 +6,14 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::catalog::{Branch, Catalog};
 use crate::error::DomainError;
+use crate::idempotency::{Claim, ClaimKey, Claims, Purpose};
 use crate::intake::{self, Intake};
 use crate::model::{
     CallRequest, Channel, IdempotencyKey, IssueRequest, QueueView, ServiceQueueView, TicketStatus,
     TicketView, TransferRequest, validate_customer_ref,
 };
 use crate::queue::{QueueDoc, TicketRecord, format_number};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, escape_key_part as escape};
 
 /// Default number of compare-and-swap attempts per operation before `conflict`.
 ///
@@ -32,7 +33,8 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 256;
 pub const IDEMPOTENCY_RETENTION: TimeDelta = TimeDelta::hours(24);
 
 /// A request with a key whose ticket has not landed yet is "in progress" for
-/// this long; after that it is taken to have died and a retry issues anew.
+/// this long (409 with `Retry-After` until then); after that it is taken to
+/// have died and a retry issues anew.
 pub const IDEMPOTENCY_LEASE: TimeDelta = TimeDelta::seconds(30);
 
 /// The domain operations over a catalog and a store.
@@ -46,8 +48,8 @@ pub const IDEMPOTENCY_LEASE: TimeDelta = TimeDelta::seconds(30);
 ///
 /// | operation | round trips |
 /// | --- | --- |
-/// | `issue_ticket` (kiosk) | 4: CAS idempotency record, increment number, `set_many` ticket record + slot, `get_many` queue document + earlier days' counters |
-/// | `issue_ticket` (phone) | 5: get claim, increment, CAS claim, `set_many`, `get_many` (+ CAS idempotency record with a key) |
+/// | `issue_ticket` (kiosk) | 6: claim the key (increment its lock, `get_many` record + neighbouring locks, set record; see [`crate::idempotency`]), increment number, `set_many` ticket record + slot, `get_many` queue document + earlier days' counters |
+/// | `issue_ticket` (phone) | 5: get claim, increment, CAS claim, `set_many`, `get_many` (+ 3 to claim an idempotency key) |
 /// | `ticket` | 1 for a finished ticket, else 2 |
 /// | `queue` | 2 (document, counters) + 1 when tickets are not merged yet (their slots) |
 /// | `recall` | 1 |
@@ -74,14 +76,11 @@ enum Step<T> {
     Keep(T),
 }
 
+/// What a pending ticket claim records ([`crate::idempotency`]): the id
+/// the ticket gets. A retry replays that ticket once its record landed.
 #[derive(Serialize, Deserialize)]
-struct IdemRecord {
-    /// Request fingerprint.
-    fp: String,
-    /// Id of the ticket this key issues.
+struct TicketClaim {
     ticket: String,
-    /// Unix seconds of the (latest) claim.
-    at: i64,
 }
 
 /// `active:{branch}:{customer}`: the ticket a phone took last at a branch.
@@ -99,34 +98,12 @@ fn active_key(branch: &str, customer_ref: &str) -> String {
     format!("active:{}:{}", escape(branch), escape(customer_ref))
 }
 
-/// Written over an idempotency record whose request failed, so a retry runs anew.
-const IDEM_RELEASED: &[u8] = b"released";
-
-enum Claim {
-    /// This request owns the key; `record` is what was written.
-    Fresh { key: String, record: Vec<u8> },
-    /// The key already issued this ticket.
-    Replay(TicketView),
-}
-
 fn queue_key(branch: &str) -> String {
     format!("queue:{branch}")
 }
 
 fn ticket_key(id: &str) -> String {
     format!("ticket:{id}")
-}
-
-fn escape(s: &str) -> String {
-    s.replace('%', "%25").replace(':', "%3A")
-}
-
-fn idem_key(caller: &Caller, key: &str) -> String {
-    format!(
-        "idem:{}:{}",
-        escape(&caller.idempotency_scope()),
-        escape(key)
-    )
 }
 
 fn corrupt(key: &str, e: serde_json::Error) -> DomainError {
@@ -242,25 +219,43 @@ impl<'a, S: Store> Kiosk<'a, S> {
         }
         let id = crate::ticket_id(random);
 
-        let claim = match (&idempotency, caller) {
+        let claims = Claims::new(self.store, IDEMPOTENCY_LEASE, IDEMPOTENCY_RETENTION)
+            .with_max_attempts(self.max_attempts);
+        let lease = match (&idempotency, caller) {
             (None, Caller::Kiosk { .. }) => return Err(DomainError::IdempotencyKeyRequired),
             (None, _) => None,
-            (Some(k), _) => match self.claim_idempotency(caller, k, &id, now)? {
-                Claim::Replay(view) => return Ok(view),
-                Claim::Fresh { key, record } => Some((key, record)),
-            },
+            (Some(k), _) => {
+                let key = ClaimKey::new(Purpose::Ticket, caller, k.key());
+                let pending = serde_json::to_value(TicketClaim { ticket: id.clone() })
+                    .expect("ticket claims serialize");
+                match claims.claim(&key, k.fingerprint(), pending, now, |data| {
+                    self.claimed_ticket(key.record(), data)
+                })? {
+                    Claim::Won(lease) => Some(lease),
+                    Claim::Landed(view) => return Ok(view),
+                    // Ticket claims are never completed (the landed ticket
+                    // is the outcome), but a done record would name one too.
+                    Claim::Done(data) => {
+                        return self.claimed_ticket(key.record(), &data)?.ok_or_else(|| {
+                            DomainError::StoreUnavailable(StoreError(format!(
+                                "idempotency record at {:?} names a ticket that was never written",
+                                key.record()
+                            )))
+                        });
+                    }
+                }
+            }
         };
 
         let mut maybe_written = false;
         let result = self.issue_new(branch, &request, &id, now, &mut maybe_written);
         if result.is_err() && !maybe_written {
             // The ticket definitely did not land: let a retry with this key run anew.
-            if let Some((key, record)) = claim {
-                let _ = self
-                    .store
-                    .compare_and_swap(&key, Some(&record), IDEM_RELEASED);
+            if let Some(lease) = lease {
+                let _ = claims.release(lease);
             }
         }
+        // On success the claim stays pending: a retry finds its ticket landed.
         result
     }
 
@@ -446,57 +441,15 @@ impl<'a, S: Store> Kiosk<'a, S> {
         ))
     }
 
-    fn claim_idempotency(
+    /// The ticket a claim's `data` names, if it was issued for real (its
+    /// record landed).
+    fn claimed_ticket(
         &self,
-        caller: &Caller,
-        key: &IdempotencyKey,
-        ticket: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Claim, DomainError> {
-        let store_key = idem_key(caller, key.key());
-        let record = to_json(&IdemRecord {
-            fp: key.fingerprint().to_owned(),
-            ticket: ticket.to_owned(),
-            at: now.timestamp(),
-        });
-        let mut expected: Option<Vec<u8>> = None;
-        for _ in 0..self.max_attempts {
-            if self
-                .store
-                .compare_and_swap(&store_key, expected.as_deref(), &record)?
-            {
-                return Ok(Claim::Fresh {
-                    key: store_key,
-                    record,
-                });
-            }
-            let Some(current) = self.store.get(&store_key)? else {
-                expected = None;
-                continue;
-            };
-            let existing = serde_json::from_slice::<IdemRecord>(&current).ok();
-            match existing {
-                // Released or unreadable: absent.
-                None => {}
-                Some(r) if now.timestamp() - r.at >= IDEMPOTENCY_RETENTION.num_seconds() => {}
-                Some(r) if r.fp != key.fingerprint() => {
-                    return Err(DomainError::IdempotencyKeyMismatch);
-                }
-                Some(r) => {
-                    if let Some(view) = self.landed_ticket(&r.ticket)? {
-                        return Ok(Claim::Replay(view));
-                    }
-                    if now.timestamp() - r.at < IDEMPOTENCY_LEASE.num_seconds() {
-                        return Err(DomainError::IdempotencyInProgress);
-                    }
-                    // The first request died before its ticket landed: take over.
-                }
-            }
-            expected = Some(current);
-        }
-        Err(DomainError::Conflict(
-            "the idempotency key is being used concurrently; retry".into(),
-        ))
+        key: &str,
+        data: &serde_json::Value,
+    ) -> Result<Option<TicketView>, DomainError> {
+        let claim = TicketClaim::deserialize(data).map_err(|e| corrupt(key, e))?;
+        self.landed_ticket(&claim.ticket)
     }
 
     /// The ticket if it was issued for real (its record landed).

@@ -37,7 +37,8 @@
 //! | `slot:{branch}:{service}:{YYYY-MM-DD}:{number}` | the ticket record as issued (or `void`): the issue log | issue (`set_many`) |
 //! | `ticket:{id}` | JSON ticket record: written at issue, overwritten once with the final state (archive) | issue, finishing transitions |
 //! | `queue:{branch}` | JSON queue document: active tickets merged from the issue log, tickets finished in the last 15 min, per-service marks (last issued / last called / merged through) and last 20 service times, numbers still expected in the log | compare-and-swap only, by counters and cancels |
-//! | `idem:{scope}:{key}` | JSON `{fp, ticket, at}` idempotency record; `scope` is `kiosk/{id}` or `mobile/{customer_ref}`; `:` and `%` in scope and key are %-escaped | compare-and-swap only |
+//! | `idem:{purpose}:{scope}:{key}` | JSON idempotency record `{v, fp, state, at, until, data}` ([`idempotency`]); `purpose` is `ticket` or `core`; `scope` is `kiosk/{id}`, `counter/{id}` or `mobile/{customer_ref}`; `:` and `%` in scope and key are %-escaped | `set` once by the claim that won its lock, then compare-and-swap only |
+//! | `idem-lock:{purpose}:{scope}:{key}:{epoch}` | counter guarding the creation of that record, one per 10 s epoch ([`CLAIM_LOCK_EPOCH`]) | `increment` only |
 //! | `active:{branch}:{customer_ref}` | JSON `{ticket, number, at}`: the ticket a phone took last at the branch (escaped like `idem:`) | compare-and-swap only |
 //!
 //! Issuing writes only its own keys; the branch's queue document takes new
@@ -46,11 +47,20 @@
 //! it; before and afterwards its ticket record is. Ticket ids are 128 bits
 //! from the host's secure random source and are not checked for repeats.
 //! Nothing is ever deleted by age (no TTL in the store trait): `seq:`,
-//! `slot:` and archived `ticket:` records accumulate and need an external sweep.
+//! `slot:`, archived `ticket:`, `idem:` and `idem-lock:` records accumulate
+//! and need an external sweep (`idem:` records older than
+//! [`IDEMPOTENCY_RETENTION`], `idem-lock:` counters older than two epochs).
+//!
+//! The core passthrough's rules are here too: which calls may go to the
+//! core ([`CoreRoutes`], on a canonical path), who may make them
+//! ([`core_client`]), and writes that take effect once ([`CoreWrites`]).
 
 mod auth;
 mod catalog;
+mod core_routes;
+mod core_writes;
 mod error;
+pub mod idempotency;
 mod intake;
 mod kiosk;
 mod model;
@@ -59,7 +69,13 @@ mod store;
 
 pub use auth::{ApiKey, AuthConfig, Caller, Credential, mint_mobile_token, verify_mobile_token};
 pub use catalog::{Branch, Catalog, CatalogError, Counter, Hours, Interval, Service};
+pub use core_routes::{CoreRoutes, CoreRoutesError, canonical_segments, core_client};
+pub use core_writes::{
+    CORE_WRITE_LEASE_MARGIN, CoreOutcome, CoreReply, CoreWrite, CoreWrites, core_write_fingerprint,
+    core_write_lease, is_core_write,
+};
 pub use error::{DomainError, ErrorBody};
+pub use idempotency::{CLAIM_LOCK_EPOCH, IDEMPOTENCY_SCHEMA};
 pub use intake::{HOLE_LEASE, LOOKBACK_DAYS, MERGE_BATCH};
 pub use kiosk::{DEFAULT_MAX_ATTEMPTS, IDEMPOTENCY_LEASE, IDEMPOTENCY_RETENTION, Kiosk};
 pub use model::{

@@ -28,6 +28,12 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// Escapes one part of a store key: `%` and `:` are %-encoded, so a part
+/// containing `:` cannot be mistaken for two parts.
+pub(crate) fn escape_key_part(s: &str) -> String {
+    s.replace('%', "%25").replace(':', "%3A")
+}
+
 /// The store operations the domain needs.
 pub trait Store {
     /// The value at `key`, or `None` if absent.

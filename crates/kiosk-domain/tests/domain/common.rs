@@ -120,6 +120,17 @@ pub struct Faults {
     /// `set_many` fails with a store error (outcome unknown to the caller);
     /// the writes are applied first when this is `Some(true)`.
     pub set_many_error: Option<bool>,
+    /// Compare-and-swap with `expected: None` writes whatever is there, as
+    /// Spin's stores do (an upsert), instead of inserting only if absent.
+    pub cas_absent_overwrites: bool,
+}
+
+/// A [`FaultyStore`] that behaves like Spin's stores: compare-and-swap on
+/// an absent key overwrites.
+pub fn spin_like_store() -> FaultyStore {
+    let s = FaultyStore::default();
+    s.with(|f| f.cas_absent_overwrites = true);
+    s
 }
 
 /// A [`MemoryStore`] with injectable faults.
@@ -199,6 +210,10 @@ impl Store for FaultyStore {
         };
         if conflict {
             return Ok(false);
+        }
+        if expected.is_none() && self.faults.lock().unwrap().cas_absent_overwrites {
+            self.inner.set(key, new)?;
+            return Ok(true);
         }
         if let Some(apply) = error {
             if apply {

@@ -1,5 +1,6 @@
 //! Integration tests of kiosk-domain through its public API, over MemoryStore.
 
+mod claims;
 mod common;
 mod concurrency;
 mod idempotency;

@@ -1251,9 +1251,20 @@ fn store_round_trips_per_operation() {
     let now = mon_10();
 
     let a = issue_kiosk(&k, "demo", "deposit", now).unwrap();
-    // Idempotency claim, number, ticket record + slot, position (queue
-    // document and earlier days' counters). No queue document write.
-    assert_eq!(s.take(), ["cas", "increment", "set_many", "get_many"]);
+    // Idempotency claim (lock, record + neighbouring locks, record), number,
+    // ticket record + slot, position (queue document and earlier days'
+    // counters). No queue document write.
+    assert_eq!(
+        s.take(),
+        [
+            "increment",
+            "get_many",
+            "set",
+            "increment",
+            "set_many",
+            "get_many"
+        ]
+    );
     issue_mobile(&k, "c1", "demo", "deposit", now).unwrap();
     // The phone's claim is read first and compare-and-swapped after the number.
     assert_eq!(

@@ -1,9 +1,8 @@
 //! One request, start to end: reserved endpoints, routing, Spin's headers,
 //! a fresh instance within its limits, and the one log line per request.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -15,13 +14,10 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::app::{AppHandle, LoadedApp};
 use crate::capabilities::HostState;
-use crate::config::ServerSettings;
 use crate::error::HostError;
+pub use crate::intake::{Connection, Intake};
 use crate::limits::{DeadlineReached, InstanceSlots, RequestLimits, install_deadline};
-use crate::rate_limit::RateLimiter;
-use crate::request_body::{self, BodyBudget};
 use crate::spin_headers::{self, RequestContext};
-use crate::tls::ClientIdentity;
 
 pub use crate::error::ResponseBody;
 
@@ -43,50 +39,6 @@ enum GuestOutcome {
     Trapped(String),
 }
 
-/// The header carrying the verified client certificate's common name.
-pub const CLIENT_CN_HEADER: &str = "kiosk-client-cn";
-/// The header carrying its serial number (hex).
-pub const CLIENT_SERIAL_HEADER: &str = "kiosk-client-serial";
-
-/// What the connection a request came on says about it.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    /// The peer's address.
-    pub client: SocketAddr,
-    /// Whether it came over TLS.
-    pub tls: bool,
-    /// The verified client certificate's holder, if it presented one.
-    pub identity: Option<ClientIdentity>,
-}
-
-/// What a request must get through before it may take an instance slot.
-pub struct Intake {
-    /// Requests per client address.
-    pub rate: RateLimiter,
-    /// Bytes of bodies held at once.
-    pub budget: BodyBudget,
-    /// How long a body may take to arrive.
-    pub body_timeout: Duration,
-    /// Path prefixes only clients with a verified certificate may request.
-    pub require_client_cert: Vec<String>,
-}
-
-impl Intake {
-    /// The intake the server settings describe.
-    pub fn new(server: &ServerSettings) -> Self {
-        Self {
-            rate: RateLimiter::new(server),
-            budget: BodyBudget::new(server.body_budget_bytes),
-            body_timeout: server.body_timeout,
-            require_client_cert: server
-                .tls
-                .as_ref()
-                .map(|tls| tls.require_client_cert.clone())
-                .unwrap_or_default(),
-        }
-    }
-}
-
 impl Dispatcher {
     /// A dispatcher over `app` with these limits and slots.
     pub fn new(
@@ -104,7 +56,7 @@ impl Dispatcher {
     }
 
     /// The per-address rate limiter (its refusal count is logged by the server).
-    pub fn rate_limiter(&self) -> &RateLimiter {
+    pub fn rate_limiter(&self) -> &crate::rate_limit::RateLimiter {
         &self.intake.rate
     }
 
@@ -158,35 +110,15 @@ impl Dispatcher {
         // The match borrows the path; a cheap clone of the URI leaves the
         // request free to take Spin's headers.
         let client = connection.client;
-        let caller = self.intake.rate.client_addr(client.ip(), req.headers());
-        if let Err(retry_after_s) = self.intake.rate.check(caller, Instant::now()) {
-            return Err((HostError::RateLimited { retry_after_s }, None, None));
-        }
+        self.intake
+            .admit(&mut req, connection)
+            .map_err(|e| (e, None, None))?;
         let uri = req.uri().clone();
         let path = uri.path();
         if let Some(reserved) = path.strip_prefix(RESERVED_PREFIX) {
             return reserved_endpoint(app, reserved)
                 .map(|r| (r, None, None))
                 .map_err(|e| (e, None, None));
-        }
-        // The client's certificate identity comes from the host alone.
-        let headers = req.headers_mut();
-        headers.remove(CLIENT_CN_HEADER);
-        headers.remove(CLIENT_SERIAL_HEADER);
-        if let Some(identity) = &connection.identity {
-            if let Ok(cn) = HeaderValue::from_str(&identity.common_name) {
-                headers.insert(CLIENT_CN_HEADER, cn);
-            }
-            if let Ok(serial) = HeaderValue::from_str(&identity.serial) {
-                headers.insert(CLIENT_SERIAL_HEADER, serial);
-            }
-        } else if self
-            .intake
-            .require_client_cert
-            .iter()
-            .any(|prefix| path.starts_with(prefix.as_str()))
-        {
-            return Err((HostError::ClientCertificateRequired, None, None));
         }
         let host = spin_headers::request_host(&req).map_err(|e| (e, None, None))?;
         let Some(matched) = app.routes.route(path) else {
@@ -218,8 +150,7 @@ impl Dispatcher {
         // The whole body first: a slow or silent sender holds its own
         // socket, never an instance slot.
         let limit = component.max_body_bytes.min(self.limits.max_body_bytes);
-        let (req, body_share) =
-            request_body::read(req, limit, self.intake.body_timeout, &self.intake.budget).await?;
+        let (req, body_share) = self.intake.read_body(req, limit).await?;
         let permit = self.slots.acquire_with(component.slots.as_ref()).await?;
         let hops = req
             .headers()

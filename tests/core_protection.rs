@@ -227,6 +227,22 @@ timeout = "1s"
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_trickling_core_is_cut_at_the_components_own_bound() {
+    // The host would wait 10 s; the component bounds the whole call by
+    // core_timeout_ms itself (as it must under Spin, which has no deadline).
+    let app = start(
+        &["--trickle-ms", "300"],
+        "",
+        &[("SPIN_VARIABLE_CORE_TIMEOUT_MS", "1000")],
+    );
+    let started = Instant::now();
+    let (status, retry_after, body) = app.core_get("/accounts/1/balance").await;
+    assert_eq!((status, code(&body)), (504, "core_unavailable"), "{body}");
+    assert!(retry_after.is_some());
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hung_core_with_300_pending_calls_leaves_ticketing_serving() {
     let app = start(
         &["--hang"],

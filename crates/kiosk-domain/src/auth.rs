@@ -46,6 +46,30 @@ pub struct ApiKey {
     pub key: String,
 }
 
+impl ApiKey {
+    /// Parses a key list as configured: `id:key,id:key`, where an entry
+    /// without `:` is a bare key with id `default_id`. Entries are trimmed
+    /// and empty ones skipped; the key is everything after the first `:`.
+    /// Never fails: an entry with an empty key is kept and never matches
+    /// (see [`AuthConfig::authenticate_api_key`]).
+    pub fn parse_list(spec: &str, default_id: &str) -> Vec<ApiKey> {
+        spec.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|entry| match entry.split_once(':') {
+                Some((id, key)) => ApiKey {
+                    id: id.to_string(),
+                    key: key.to_string(),
+                },
+                None => ApiKey {
+                    id: default_id.to_string(),
+                    key: entry.to_string(),
+                },
+            })
+            .collect()
+    }
+}
+
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiKey")
@@ -265,6 +289,17 @@ mod tests {
             assert_eq!(e.code(), "unauthorized", "{bad:?}");
             assert!(!e.to_string().contains("secret"));
         }
+    }
+
+    #[test]
+    fn api_key_lists_take_ids_or_defaults() {
+        let keys = ApiKey::parse_list("k1:aaa, bbb ,,k2:c:d", "kiosk");
+        let pairs: Vec<(&str, &str)> = keys
+            .iter()
+            .map(|k| (k.id.as_str(), k.key.as_str()))
+            .collect();
+        assert_eq!(pairs, [("k1", "aaa"), ("kiosk", "bbb"), ("k2", "c:d")]);
+        assert!(ApiKey::parse_list(" , ", "kiosk").is_empty());
     }
 
     #[test]

@@ -17,6 +17,18 @@
 //! }
 //! ```
 //!
+//! Limits (see [`crate::rate`]): the top-level `"limits"` sets the core
+//! passthrough's rate per kiosk or counter key (`core_calls`; the
+//! passthrough serves no particular branch) and the default ticket rates of
+//! every branch (`kiosk_tickets` per kiosk key, `phone_tickets` per phone
+//! customer); a branch's own `"limits"` overrides those two for its
+//! tickets. A rate is `{"limit": 120, "per": "minute"}` (`per` is `minute`
+//! or `hour`, `limit` at least 1); whatever no catalog sets takes the
+//! defaults [`Rate::KIOSK_TICKETS`], [`Rate::PHONE_TICKETS`] and
+//! [`Rate::CORE_CALLS`]. Each service may set `"max_waiting"` (at least 1,
+//! default [`DEFAULT_MAX_WAITING`]): issuing stops (`queue_full`) while that
+//! many tickets wait in it.
+//!
 //! A branch has either `"hours"` (weekday → list of `[open, close]` local
 //! times `"HH:MM"`, close may be `"24:00"`; a missing weekday is closed) or
 //! `"always_open": true`. Ids are 1–64 characters of `A–Z a–z 0–9 _ -`.
@@ -29,6 +41,12 @@ use std::fmt;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::Deserialize;
+
+use crate::rate::{Period, Rate};
+
+/// Waiting tickets a service takes when the catalog sets no `max_waiting`:
+/// with one counter at 5 minutes a customer, over eight hours of waiting.
+pub const DEFAULT_MAX_WAITING: u32 = 100;
 
 /// A catalog validation error: the JSON path and what is wrong there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,10 +75,11 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> CatalogError {
     }
 }
 
-/// All branches.
+/// All branches, and the rates that belong to no branch.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     branches: Vec<Branch>,
+    core_calls: Rate,
 }
 
 /// A bank branch.
@@ -73,6 +92,10 @@ pub struct Branch {
     pub hours: Hours,
     pub services: Vec<Service>,
     pub counters: Vec<Counter>,
+    /// Tickets per kiosk key at this branch.
+    pub kiosk_tickets: Rate,
+    /// Tickets per phone customer at this branch.
+    pub phone_tickets: Rate,
 }
 
 /// When a branch issues tickets.
@@ -102,6 +125,9 @@ pub struct Service {
     /// estimates use it until the service has enough measured service times
     /// (see [`crate::average_service_s`]).
     pub minutes: u32,
+    /// Most tickets that may wait in this service's queue; issuing answers
+    /// `queue_full` while that many wait (at least 1).
+    pub max_waiting: u32,
 }
 
 /// A counter and the services it serves.
@@ -115,8 +141,9 @@ pub struct Counter {
 static DEV_JSON: &str = include_str!("../catalog/dev.json");
 
 impl Catalog {
-    /// The development catalog shipped as `catalog/dev.json`
-    /// (branches `demo`, always open, and `gangnam`, Mon–Fri 09:00–16:00).
+    /// The development catalog shipped as `catalog/dev.json`: branches
+    /// `demo` (always open, limits high enough for load tests), `gangnam`
+    /// (Mon–Fri 09:00–16:00) and `jongno` (always open, realistic limits).
     pub fn dev() -> Catalog {
         // dev.json is part of this crate and validated by a unit test.
         Catalog::from_json(DEV_JSON).expect("catalog/dev.json is valid")
@@ -149,13 +176,23 @@ impl Catalog {
                 }
             }
         })?;
+        let limits = raw.limits.unwrap_or_default();
+        let rate = |raw: Option<RawRate>, path: &str, default: Rate| match raw {
+            None => Ok(default),
+            Some(r) => r.validate(|| format!("limits.{path}")),
+        };
+        let core_calls = rate(limits.core_calls, "core_calls", Rate::CORE_CALLS)?;
+        let defaults = BranchRates {
+            kiosk_tickets: rate(limits.kiosk_tickets, "kiosk_tickets", Rate::KIOSK_TICKETS)?,
+            phone_tickets: rate(limits.phone_tickets, "phone_tickets", Rate::PHONE_TICKETS)?,
+        };
         if raw.branches.is_empty() {
             return Err(err("branches", "the catalog needs at least one branch"));
         }
         let mut branches: Vec<Branch> = Vec::with_capacity(raw.branches.len());
         for (i, raw) in raw.branches.into_iter().enumerate() {
             let path = || format!("branches[{i}]");
-            let branch = parse_branch(&path, raw)?;
+            let branch = parse_branch(&path, raw, &defaults)?;
             if branches.iter().any(|b| b.id == branch.id) {
                 return Err(err(
                     format!("{}.id", path()),
@@ -164,7 +201,16 @@ impl Catalog {
             }
             branches.push(branch);
         }
-        Ok(Catalog { branches })
+        Ok(Catalog {
+            branches,
+            core_calls,
+        })
+    }
+
+    /// Core passthrough calls per kiosk or counter key (top-level
+    /// `limits.core_calls`).
+    pub fn core_calls(&self) -> Rate {
+        self.core_calls
     }
 
     pub fn branches(&self) -> &[Branch] {
@@ -268,7 +314,59 @@ fn check_id(path: impl FnOnce() -> String, id: &str) -> Result<(), CatalogError>
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCatalog {
+    #[serde(default)]
+    limits: Option<RawLimits>,
     branches: Vec<RawBranch>,
+}
+
+/// Top-level `"limits"`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    core_calls: Option<RawRate>,
+    #[serde(default)]
+    kiosk_tickets: Option<RawRate>,
+    #[serde(default)]
+    phone_tickets: Option<RawRate>,
+}
+
+/// A branch's `"limits"`: its ticket rates only.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBranchLimits {
+    #[serde(default)]
+    kiosk_tickets: Option<RawRate>,
+    #[serde(default)]
+    phone_tickets: Option<RawRate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    limit: u32,
+    per: Period,
+}
+
+impl RawRate {
+    fn validate(self, path: impl FnOnce() -> String) -> Result<Rate, CatalogError> {
+        if self.limit == 0 {
+            return Err(err(
+                format!("{}.limit", path()),
+                "a rate's limit must be at least 1",
+            ));
+        }
+        Ok(Rate {
+            limit: self.limit,
+            per: self.per,
+        })
+    }
+}
+
+/// The ticket rates a branch takes unless its own `"limits"` say otherwise.
+struct BranchRates {
+    kiosk_tickets: Rate,
+    phone_tickets: Rate,
 }
 
 #[derive(Deserialize)]
@@ -283,6 +381,8 @@ struct RawBranch {
     always_open: bool,
     services: Vec<RawService>,
     counters: Vec<RawCounter>,
+    #[serde(default)]
+    limits: Option<RawBranchLimits>,
 }
 
 #[derive(Deserialize)]
@@ -293,6 +393,8 @@ struct RawService {
     #[serde(default)]
     name: Option<String>,
     minutes: u32,
+    #[serde(default)]
+    max_waiting: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -302,8 +404,21 @@ struct RawCounter {
     services: Vec<String>,
 }
 
-fn parse_branch(path: &dyn Fn() -> String, raw: RawBranch) -> Result<Branch, CatalogError> {
+fn parse_branch(
+    path: &dyn Fn() -> String,
+    raw: RawBranch,
+    defaults: &BranchRates,
+) -> Result<Branch, CatalogError> {
     check_id(|| format!("{}.id", path()), &raw.id)?;
+    let limits = raw.limits.unwrap_or_default();
+    let kiosk_tickets = match limits.kiosk_tickets {
+        None => defaults.kiosk_tickets,
+        Some(r) => r.validate(|| format!("{}.limits.kiosk_tickets", path()))?,
+    };
+    let phone_tickets = match limits.phone_tickets {
+        None => defaults.phone_tickets,
+        Some(r) => r.validate(|| format!("{}.limits.phone_tickets", path()))?,
+    };
     let time_zone: Tz = raw.time_zone.parse().map_err(|_| {
         err(
             format!("{}.time_zone", path()),
@@ -365,11 +480,19 @@ fn parse_branch(path: &dyn Fn() -> String, raw: RawBranch) -> Result<Branch, Cat
                 ),
             ));
         }
+        let max_waiting = s.max_waiting.unwrap_or(DEFAULT_MAX_WAITING);
+        if max_waiting == 0 {
+            return Err(err(
+                format!("{}.max_waiting", spath()),
+                "max_waiting must be at least 1 (to stop issuing, change the branch's hours)",
+            ));
+        }
         services.push(Service {
             name: s.name.unwrap_or_else(|| s.id.clone()),
             id: s.id,
             code,
             minutes: s.minutes,
+            max_waiting,
         });
     }
 
@@ -425,6 +548,8 @@ fn parse_branch(path: &dyn Fn() -> String, raw: RawBranch) -> Result<Branch, Cat
         hours,
         services,
         counters,
+        kiosk_tickets,
+        phone_tickets,
     })
 }
 
@@ -560,6 +685,134 @@ mod tests {
         assert!(gangnam.is_open_at(utc("2026-03-02T01:00:00Z")));
         // Saturday: closed.
         assert!(!gangnam.is_open_at(utc("2026-03-07T01:00:00Z")));
+    }
+
+    #[test]
+    fn dev_catalog_limits() {
+        let c = Catalog::dev();
+        let demo = c.branch("demo").unwrap();
+        assert!(demo.kiosk_tickets.limit >= 1_000_000);
+        assert!(demo.services.iter().all(|s| s.max_waiting >= 1_000_000));
+        let jongno = c.branch("jongno").unwrap();
+        assert_eq!(jongno.hours, Hours::AlwaysOpen);
+        assert_eq!(jongno.kiosk_tickets, Rate::KIOSK_TICKETS);
+        assert_eq!(jongno.phone_tickets, Rate::PHONE_TICKETS);
+        let caps: Vec<(&str, u32)> = jongno
+            .services
+            .iter()
+            .map(|s| (s.id.as_str(), s.max_waiting))
+            .collect();
+        assert_eq!(caps, vec![("deposit", 80), ("loan", 20), ("fx", 30)]);
+        // Raised for the benchmarks' core step; a catalog without it gets
+        // Rate::CORE_CALLS.
+        assert!(c.core_calls().limit >= 1_000_000);
+    }
+
+    #[test]
+    fn limits_default_and_override() {
+        let c = Catalog::from_json(&branch_json(r#""always_open":true,"#)).unwrap();
+        assert_eq!(c.core_calls(), Rate::CORE_CALLS);
+        let b = c.branch("b").unwrap();
+        assert_eq!(
+            (b.kiosk_tickets, b.phone_tickets),
+            (Rate::KIOSK_TICKETS, Rate::PHONE_TICKETS)
+        );
+        assert!(
+            b.services
+                .iter()
+                .all(|s| s.max_waiting == DEFAULT_MAX_WAITING)
+        );
+
+        // Top-level limits are every branch's defaults; a branch's own win.
+        let json = branch_json(
+            r#""always_open":true,"limits":{"phone_tickets":{"limit":5,"per":"hour"}},"#,
+        )
+        .replacen(
+            r#"{"branches""#,
+            r#"{"limits":{"core_calls":{"limit":7,"per":"minute"},
+                "kiosk_tickets":{"limit":9,"per":"hour"},"phone_tickets":{"limit":1,"per":"minute"}},
+              "branches""#,
+            1,
+        )
+        .replace(r#""minutes":15"#, r#""minutes":15,"max_waiting":12"#);
+        let c = Catalog::from_json(&json).unwrap();
+        assert_eq!(
+            c.core_calls(),
+            Rate {
+                limit: 7,
+                per: Period::Minute
+            }
+        );
+        let b = c.branch("b").unwrap();
+        assert_eq!(
+            b.kiosk_tickets,
+            Rate {
+                limit: 9,
+                per: Period::Hour
+            }
+        );
+        assert_eq!(
+            b.phone_tickets,
+            Rate {
+                limit: 5,
+                per: Period::Hour
+            }
+        );
+        assert_eq!(b.service("loan").unwrap().max_waiting, 12);
+        assert_eq!(
+            b.service("deposit").unwrap().max_waiting,
+            DEFAULT_MAX_WAITING
+        );
+    }
+
+    #[test]
+    fn bad_limits_are_refused_with_their_path() {
+        let open = || branch_json(r#""always_open":true,"#);
+        let top = |limits: &str| {
+            open().replacen(
+                r#"{"branches""#,
+                &format!(r#"{{"limits":{limits},"branches""#),
+                1,
+            )
+        };
+        let cases: Vec<(String, &str)> = vec![
+            (
+                top(r#"{"core_calls":{"limit":0,"per":"minute"}}"#),
+                "limits.core_calls.limit: a rate's limit must be at least 1",
+            ),
+            (
+                top(r#"{"core_calls":{"limit":5,"per":"week"}}"#),
+                "limits.core_calls.per: unknown variant `week`",
+            ),
+            (
+                top(r#"{"core_calls":{"limit":-1,"per":"hour"}}"#),
+                "limits.core_calls.limit: invalid value",
+            ),
+            (
+                top(r#"{"calls":{}}"#),
+                "limits.calls: unknown field `calls`",
+            ),
+            (
+                branch_json(
+                    r#""always_open":true,"limits":{"core_calls":{"limit":5,"per":"hour"}},"#,
+                ),
+                "branches[0].limits.core_calls: unknown field `core_calls`",
+            ),
+            (
+                branch_json(
+                    r#""always_open":true,"limits":{"kiosk_tickets":{"limit":0,"per":"hour"}},"#,
+                ),
+                "branches[0].limits.kiosk_tickets.limit: a rate's limit must be at least 1",
+            ),
+            (
+                open().replace(r#""minutes":15"#, r#""minutes":15,"max_waiting":0"#),
+                "branches[0].services[1].max_waiting: max_waiting must be at least 1",
+            ),
+        ];
+        for (json, expected) in cases {
+            let e = error_of(&json);
+            assert!(e.contains(expected), "expected {expected:?} in {e:?}");
+        }
     }
 
     #[test]

@@ -55,6 +55,27 @@ pub enum DomainError {
         /// Its display number, e.g. `A-007`.
         number: String,
     },
+    /// The service's queue holds as many waiting tickets as the catalog's
+    /// `max_waiting` allows. (409: the kiosk can tell the customer; the
+    /// same request succeeds once counters have called some.)
+    #[error(
+        "the {service:?} queue at branch {branch:?} is full ({max_waiting} waiting); please try again once some have been served, or choose another service"
+    )]
+    QueueFull {
+        branch: String,
+        service: String,
+        /// The catalog's limit.
+        max_waiting: u32,
+    },
+    /// The caller used up its rate (tickets per branch, or core calls) for
+    /// the current window. (429, with `Retry-After: retry_after_s`)
+    #[error("too many requests: {message}")]
+    RateLimited {
+        /// Who is limited, the rate, and when to retry.
+        message: String,
+        /// Seconds until the window ends (at least 1).
+        retry_after_s: u64,
+    },
     /// The ticket's state does not allow the operation (e.g. cancelling a
     /// called ticket), or concurrent updates kept winning until the retry
     /// budget ran out. (409)
@@ -120,6 +141,8 @@ impl DomainError {
             DomainError::TicketNotFound(_) => "ticket_not_found",
             DomainError::BranchClosed { .. } => "branch_closed",
             DomainError::AlreadyHasTicket { .. } => "already_has_ticket",
+            DomainError::QueueFull { .. } => "queue_full",
+            DomainError::RateLimited { .. } => "rate_limited",
             DomainError::Conflict(_) => "conflict",
             DomainError::IdempotencyKeyRequired => "idempotency_key_required",
             DomainError::IdempotencyKeyMismatch => "idempotency_key_mismatch",
@@ -144,9 +167,11 @@ impl DomainError {
             | DomainError::TicketNotFound(_) => 404,
             DomainError::BranchClosed { .. }
             | DomainError::AlreadyHasTicket { .. }
+            | DomainError::QueueFull { .. }
             | DomainError::Conflict(_)
             | DomainError::IdempotencyInProgress { .. } => 409,
             DomainError::IdempotencyKeyMismatch => 422,
+            DomainError::RateLimited { .. } => 429,
             DomainError::StoreUnavailable(_) => 503,
         }
     }
@@ -155,7 +180,8 @@ impl DomainError {
     /// the errors that are worth retrying unchanged.
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
-            DomainError::IdempotencyInProgress { retry_after_s } => Some(*retry_after_s),
+            DomainError::IdempotencyInProgress { retry_after_s }
+            | DomainError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
             DomainError::StoreUnavailable(_) => Some(1),
             _ => None,
         }
@@ -229,6 +255,23 @@ mod tests {
             ),
             (DomainError::Conflict("x".into()), "conflict", 409),
             (
+                DomainError::QueueFull {
+                    branch: "b".into(),
+                    service: "loan".into(),
+                    max_waiting: 20,
+                },
+                "queue_full",
+                409,
+            ),
+            (
+                DomainError::RateLimited {
+                    message: "x".into(),
+                    retry_after_s: 9,
+                },
+                "rate_limited",
+                429,
+            ),
+            (
                 DomainError::IdempotencyKeyRequired,
                 "idempotency_key_required",
                 400,
@@ -276,6 +319,14 @@ mod tests {
         assert_eq!(
             DomainError::StoreUnavailable(StoreError("x".into())).retry_after_s(),
             Some(1)
+        );
+        assert_eq!(
+            DomainError::RateLimited {
+                message: "x".into(),
+                retry_after_s: 42
+            }
+            .retry_after_s(),
+            Some(42)
         );
         assert_eq!(DomainError::IdempotencyKeyMismatch.retry_after_s(), None);
     }

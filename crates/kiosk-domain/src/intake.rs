@@ -276,6 +276,21 @@ pub(crate) fn earlier_counter_keys(
         .collect()
 }
 
+/// The counters of `service`'s log on `day` and the [`LOOKBACK_DAYS`]
+/// days before it, oldest first: what a count of its unmerged tickets needs
+/// besides the queue document.
+pub(crate) fn day_counter_keys(
+    branch: &str,
+    service: &str,
+    day: NaiveDate,
+) -> Vec<(NaiveDate, String)> {
+    (0..=LOOKBACK_DAYS)
+        .rev()
+        .map(|k| day - TimeDelta::days(i64::from(k)))
+        .map(|day| (day, seq_key(branch, service, day)))
+        .collect()
+}
+
 /// Tickets of `record`'s service that were issued before it and are not in
 /// `doc` yet (its log is not merged that far): numbers of earlier days
 /// beyond the merged mark, per `earlier` (counter by day, see
@@ -286,11 +301,24 @@ pub(crate) fn unmerged_ahead(
     record: &TicketRecord,
     earlier: &BTreeMap<NaiveDate, u32>,
 ) -> u32 {
-    let own = |after: u32| (record.number.saturating_sub(1)).saturating_sub(after);
+    unmerged_below(doc, &record.issued_for, record.day, record.number, earlier)
+}
+
+/// Numbers of `service` taken before number `number` of `day` that `doc`
+/// has not merged yet (see [`unmerged_ahead`]); `counters` are the day
+/// counters of earlier days (later days are ignored).
+pub(crate) fn unmerged_below(
+    doc: &QueueDoc,
+    service: &str,
+    day: NaiveDate,
+    number: u32,
+    counters: &BTreeMap<NaiveDate, u32>,
+) -> u32 {
+    let own = |after: u32| (number.saturating_sub(1)).saturating_sub(after);
     let earlier_after = |from: Option<Merged>| -> u32 {
-        earlier
+        counters
             .iter()
-            .filter(|(day, _)| **day < record.day)
+            .filter(|(d, _)| **d < day)
             .map(|(day, counter)| match from {
                 Some(m) if *day < m.day => 0,
                 Some(m) if *day == m.day => counter.saturating_sub(m.through),
@@ -298,9 +326,9 @@ pub(crate) fn unmerged_ahead(
             })
             .fold(0u32, u32::saturating_add)
     };
-    match doc.merged_mark(&record.issued_for) {
-        Some(m) if m.day > record.day => 0,
-        Some(m) if m.day == record.day => own(m.through),
+    match doc.merged_mark(service) {
+        Some(m) if m.day > day => 0,
+        Some(m) if m.day == day => own(m.through),
         mark => earlier_after(mark).saturating_add(own(0)),
     }
 }

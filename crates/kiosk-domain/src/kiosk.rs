@@ -1,6 +1,8 @@
 //! The operations: [`Kiosk`].
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
@@ -13,6 +15,7 @@ use crate::model::{
     TicketView, TransferRequest, validate_customer_ref,
 };
 use crate::queue::{QueueDoc, TicketRecord, format_number};
+use crate::rate;
 use crate::store::{Store, StoreError, escape_key_part as escape};
 
 /// Default number of compare-and-swap attempts per operation before `conflict`.
@@ -48,8 +51,8 @@ pub const IDEMPOTENCY_LEASE: TimeDelta = TimeDelta::seconds(30);
 ///
 /// | operation | round trips |
 /// | --- | --- |
-/// | `issue_ticket` (kiosk) | 6: claim the key (increment its lock, `get_many` record + neighbouring locks, set record; see [`crate::idempotency`]), increment number, `set_many` ticket record + slot, `get_many` queue document + earlier days' counters |
-/// | `issue_ticket` (phone) | 5: get claim, increment, CAS claim, `set_many`, `get_many` (+ 3 to claim an idempotency key) |
+/// | `issue_ticket` (kiosk) | 7: claim the key (increment its lock, `get_many` record + neighbouring locks, set record; see [`crate::idempotency`]), `get_many` queue document + the service's day counters (the queue's size, then the ticket's position), increment the rate window ([`crate::rate`]; the request opening a window adds up to 13 for its log and sweep), increment number, `set_many` ticket record + slot |
+/// | `issue_ticket` (phone) | 6: get claim, `get_many`, increment rate, increment number, CAS claim, `set_many` (+ 3 to claim an idempotency key) |
 /// | `ticket` | 1 for a finished ticket, else 2 |
 /// | `queue` | 2 (document, counters) + 1 when tickets are not merged yet (their slots) |
 /// | `recall` | 1 |
@@ -169,6 +172,15 @@ impl<'a, S: Store> Kiosk<'a, S> {
     ///   in its current state; different fingerprint → `idempotency_key_mismatch`;
     ///   first request still running → `idempotency_in_progress`.
     /// - `random` (128 bits from the host's CSPRNG) becomes the ticket id.
+    /// - A service whose queue holds its `max_waiting` tickets refuses with
+    ///   `queue_full`: waiting tickets in the queue document plus numbers not
+    ///   merged into it yet, read before the number is taken (issuers racing
+    ///   for the last places may pass the bound by as many as race).
+    /// - Then the caller's rate at the branch is counted (`rate_limited`
+    ///   past it): the branch's `kiosk_tickets` per kiosk key,
+    ///   `phone_tickets` per phone customer. Only requests that would take
+    ///   a number count: replays of an idempotency key and requests refused
+    ///   earlier (closed, already holding a ticket, queue full) do not.
     pub fn issue_ticket(
         &self,
         caller: &Caller,
@@ -248,7 +260,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
         };
 
         let mut maybe_written = false;
-        let result = self.issue_new(branch, &request, &id, now, &mut maybe_written);
+        let result = self.issue_new(branch, caller, &request, &id, now, &mut maybe_written);
         if result.is_err() && !maybe_written {
             // The ticket definitely did not land: let a retry with this key run anew.
             if let Some(lease) = lease {
@@ -262,6 +274,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
     fn issue_new(
         &self,
         branch: &Branch,
+        caller: &Caller,
         request: &IssueRequest,
         id: &str,
         now: DateTime<Utc>,
@@ -289,6 +302,49 @@ impl<'a, S: Store> Kiosk<'a, S> {
             Some(owner) => Some(self.check_active(&branch.id, owner, now)?),
             None => None,
         };
+
+        // The line as it stands, read once: it bounds the queue here and
+        // positions the new ticket below.
+        let counter_keys = intake::day_counter_keys(&branch.id, &service.id, day);
+        let queue = queue_key(&branch.id);
+        let mut keys = vec![queue.clone()];
+        keys.extend(counter_keys.iter().map(|(_, k)| k.clone()));
+        let mut values = self.store.get_many(&keys)?.into_iter();
+        let doc = parse_queue(&queue, values.next().flatten().as_deref())?;
+        let counters: BTreeMap<NaiveDate, u32> = counter_keys
+            .iter()
+            .zip(values)
+            .filter_map(|((day, _), v)| Some((*day, intake::decode_counter(&v?)?)))
+            .collect();
+        let taken_today = counters.get(&day).copied().unwrap_or(0);
+        // Waiting in the document, plus every number not merged into it
+        // yet. Issuers racing here may each see one place left: the bound
+        // can be passed by as many tickets as are issued concurrently.
+        let waiting = doc
+            .waiting_in(&service.id)
+            .saturating_add(intake::unmerged_below(
+                &doc,
+                &service.id,
+                day,
+                taken_today.saturating_add(1),
+                &counters,
+            ));
+        if waiting >= service.max_waiting {
+            return Err(DomainError::QueueFull {
+                branch: branch.id.clone(),
+                service: service.id.clone(),
+                max_waiting: service.max_waiting,
+            });
+        }
+        let rate = match caller {
+            Caller::Mobile { .. } => branch.phone_tickets,
+            Caller::Kiosk { .. } | Caller::Counter { .. } => branch.kiosk_tickets,
+        };
+        let subject = rate::Subject::Tickets {
+            branch: &branch.id,
+            caller,
+        };
+        rate::admit(self.store, &subject, rate, now)?;
 
         let seq_key = intake::seq_key(&branch.id, &service.id, day);
         let n = self.store.increment(&seq_key, 1)?;
@@ -324,7 +380,10 @@ impl<'a, S: Store> Kiosk<'a, S> {
         let bytes = to_json(&record);
         self.store
             .set_many(&[(ticket_key(id), bytes.clone()), (slot, bytes)])?;
-        self.pending_view(Some(branch), &record)
+        // Behind the waiting tickets of the document read above and every
+        // number taken before its own that the document has not merged.
+        let unmerged = intake::unmerged_ahead(&doc, &record, &counters);
+        Ok(record.view_behind(Some(branch), Some(&doc), unmerged))
     }
 
     /// The view of an active ticket: from the queue document if it is

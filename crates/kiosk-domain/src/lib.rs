@@ -15,7 +15,14 @@
 //!   active ticket first (`already_has_ticket`), or the store failed before
 //!   the ticket was written (`store_unavailable`; the number becomes a gap
 //!   once [`HOLE_LEASE`] has passed).
-//! - Tickets are issued only within business hours (`branch_closed`, 409).
+//! - Tickets are issued only within business hours (`branch_closed`, 409),
+//!   and only while fewer than the service's `max_waiting` tickets wait in
+//!   its queue (`queue_full`, 409; approximate by the number of issuers
+//!   racing for the last places).
+//! - Each kiosk key and each phone customer takes at most its branch's
+//!   ticket rate, each kiosk and counter key makes at most the catalog's
+//!   rate of core passthrough calls (`rate_limited`, 429, with the seconds
+//!   until the window ends): [`rate`].
 //! - A phone holds at most one active (waiting or called) ticket per branch.
 //! - Waiting estimate: `estimated_wait_s = waiting_ahead × average service
 //!   time / counters serving the service` ([`estimate_wait_s`]), where the
@@ -40,13 +47,16 @@
 //! | `idem:{purpose}:{scope}:{key}` | JSON idempotency record `{v, fp, state, at, until, data}` ([`idempotency`]); `purpose` is `ticket` or `core`; `scope` is `kiosk/{id}`, `counter/{id}` or `mobile/{customer_ref}`; `:` and `%` in scope and key are %-escaped | `set` once by the claim that won its lock, then compare-and-swap only |
 //! | `idem-lock:{purpose}:{scope}:{key}:{epoch}` | counter guarding the creation of that record, one per 10 s epoch ([`CLAIM_LOCK_EPOCH`]) | `increment` only |
 //! | `active:{branch}:{customer_ref}` | JSON `{ticket, number, at}`: the ticket a phone took last at the branch (escaped like `idem:`) | compare-and-swap only |
+//! | `rate:tickets:{branch}:{scope}:{start}`, `rate:core:{scope}:{start}` | count of one credential's window starting at unix second `start` ([`rate`]; scope as in `idem:`) | `increment`; deleted by the sweep |
+//! | `rate-log:{hour}`, `rate-log:{hour}:{n}`, `rate-swept:{hour}`, `rate-sweep` | the log of windows by the hour they end in, and the sweep's progress ([`rate`]) | `increment`, `set` once, compare-and-swap; deleted by the sweep |
 //!
 //! Issuing writes only its own keys; the branch's queue document takes new
 //! tickets in when it is next written (see the issue log, `intake`). While a
 //! ticket is in its branch's queue document, that document is the truth about
 //! it; before and afterwards its ticket record is. Ticket ids are 128 bits
 //! from the host's secure random source and are not checked for repeats.
-//! Nothing is ever deleted by age (no TTL in the store trait): `seq:`,
+//! Apart from rate windows, which requests sweep themselves ([`rate`]),
+//! nothing is ever deleted by age (no TTL in the store trait): `seq:`,
 //! `slot:`, archived `ticket:`, `idem:` and `idem-lock:` records accumulate
 //! and need an external sweep (`idem:` records older than
 //! [`IDEMPOTENCY_RETENTION`], `idem-lock:` counters older than two epochs).
@@ -65,10 +75,13 @@ mod intake;
 mod kiosk;
 mod model;
 mod queue;
+pub mod rate;
 mod store;
 
 pub use auth::{ApiKey, AuthConfig, Caller, Credential, mint_mobile_token, verify_mobile_token};
-pub use catalog::{Branch, Catalog, CatalogError, Counter, Hours, Interval, Service};
+pub use catalog::{
+    Branch, Catalog, CatalogError, Counter, DEFAULT_MAX_WAITING, Hours, Interval, Service,
+};
 pub use core_routes::{CoreRoutes, CoreRoutesError, canonical_segments, core_client};
 pub use core_writes::{
     CORE_WRITE_LEASE_MARGIN, CoreOutcome, CoreReply, CoreWrite, CoreWrites, core_write_fingerprint,
@@ -87,6 +100,7 @@ pub use queue::{
     FINISHED_RETENTION, MAX_SERVICE_TIME, MIN_SERVICE_TIME_SAMPLES, SERVICE_TIME_SAMPLES,
     format_number,
 };
+pub use rate::{Period, Rate};
 pub use store::{MemoryStore, Store, StoreError};
 
 /// Estimated wait in seconds for a ticket with `waiting_ahead` tickets before it:

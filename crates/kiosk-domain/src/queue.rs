@@ -502,6 +502,7 @@ mod tests {
             name: "Deposits".into(),
             code: 'A',
             minutes: 5,
+            max_waiting: 100,
         }
     }
 

@@ -93,12 +93,14 @@ pub fn issue_mobile<S: Store>(
     )
 }
 
-/// An always-open branch `busy` with four counters serving everything.
+/// An always-open branch `busy` with four counters serving everything, and
+/// limits no test reaches.
 pub fn busy_catalog() -> Catalog {
     Catalog::from_json(
-        r#"{"branches":[{"id":"busy","name":"Busy","time_zone":"Asia/Seoul","always_open":true,
-        "services":[{"id":"deposit","code":"A","minutes":5},{"id":"loan","code":"B","minutes":15},
-                    {"id":"fx","code":"C","minutes":8}],
+        r#"{"limits":{"kiosk_tickets":{"limit":1000000,"per":"minute"},"phone_tickets":{"limit":1000000,"per":"minute"}},
+        "branches":[{"id":"busy","name":"Busy","time_zone":"Asia/Seoul","always_open":true,
+        "services":[{"id":"deposit","code":"A","minutes":5,"max_waiting":1000000},{"id":"loan","code":"B","minutes":15,"max_waiting":1000000},
+                    {"id":"fx","code":"C","minutes":8,"max_waiting":1000000}],
         "counters":[{"id":"1","services":["deposit","loan","fx"]},{"id":"2","services":["deposit","loan","fx"]},
                     {"id":"3","services":["deposit","loan","fx"]},{"id":"4","services":["deposit","loan","fx"]}]}]}"#,
     )

@@ -5,5 +5,6 @@ mod common;
 mod concurrency;
 mod idempotency;
 mod intake;
+mod limits;
 mod props;
 mod rules;

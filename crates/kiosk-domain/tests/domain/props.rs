@@ -1,5 +1,8 @@
-//! Property tests: numbering, waiting estimates, call order, and counters
-//! interleaving between every read and write of a queue document.
+//! Property tests: numbering, waiting estimates, call order, counters
+//! interleaving between every read and write of a queue document, and the
+//! parsers of outside input (catalog, request bodies, ticket ids, mobile
+//! tokens, Idempotency-Keys, API key lists, core paths): no panic, every
+//! refusal a typed error.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -347,6 +350,283 @@ proptest! {
                 .collect();
             numbers.sort();
             prop_assert_eq!(numbers, (1..=issued.iter().filter(|v| v.service == svc).count() as u32).collect::<Vec<_>>());
+        }
+    }
+}
+
+// ------------------------------------------------------------------ parsers of outside input
+
+/// Any JSON value, a few levels deep.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        ".{0,12}".prop_map(Value::String),
+        prop::sample::select(vec![
+            "deposit", "loan", "demo", "kiosk", "mobile", "1", "", "minute"
+        ])
+        .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            prop::collection::btree_map(field_name(), inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Field names the parsers know, and others.
+fn field_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => prop::sample::select(vec![
+            "branch", "service", "channel", "customer_ref", "counter", "services", "branches",
+            "id", "name", "time_zone", "hours", "always_open", "counters", "code", "minutes",
+            "max_waiting", "limits", "limit", "per", "kiosk_tickets", "phone_tickets", "core_calls",
+        ])
+        .prop_map(str::to_string),
+        1 => "[a-z_]{0,8}",
+    ]
+}
+
+/// The development catalog's text with one change: cut short, a byte
+/// replaced, or a value swapped for any JSON.
+fn mangled_catalog() -> impl Strategy<Value = String> {
+    let dev = Catalog::dev_json();
+    prop_oneof![
+        (0..dev.len())
+            .prop_map(move |n| String::from_utf8_lossy(&dev.as_bytes()[..n]).into_owned()),
+        (0..dev.len(), any::<u8>()).prop_map(move |(i, b)| {
+            let mut bytes = dev.as_bytes().to_vec();
+            bytes[i] = b;
+            String::from_utf8_lossy(&bytes).into_owned()
+        }),
+        (0usize..64, json_value()).prop_map(move |(n, v)| {
+            // Replace the n-th number, string or literal after a colon.
+            let mut doc: serde_json::Value = serde_json::from_str(dev).unwrap();
+            let mut seen = 0;
+            replace_nth(&mut doc, n, &v, &mut seen);
+            doc.to_string()
+        }),
+    ]
+}
+
+fn replace_nth(
+    doc: &mut serde_json::Value,
+    n: usize,
+    with: &serde_json::Value,
+    seen: &mut usize,
+) -> bool {
+    match doc {
+        serde_json::Value::Object(m) => m.values_mut().any(|v| replace_nth(v, n, with, seen)),
+        serde_json::Value::Array(a) => a.iter_mut().any(|v| replace_nth(v, n, with, seen)),
+        leaf => {
+            if *seen == n {
+                *leaf = with.clone();
+                return true;
+            }
+            *seen += 1;
+            false
+        }
+    }
+}
+
+/// Bytes of a request body: any bytes, or JSON objects built from the
+/// fields the bodies know.
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..64),
+        json_value().prop_map(|v| v.to_string().into_bytes()),
+        prop::collection::btree_map(field_name(), json_value(), 0..5).prop_map(|m| {
+            serde_json::Value::Object(m.into_iter().collect())
+                .to_string()
+                .into_bytes()
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any text: a catalog, or an error that says where (never a panic).
+    #[test]
+    fn catalog_text_never_panics(text in ".{0,200}") {
+        if let Err(e) = Catalog::from_json(&text) {
+            prop_assert!(!e.message.is_empty());
+        }
+    }
+
+    /// The development catalog with one change: valid, or an error naming
+    /// a path inside it or the JSON position.
+    #[test]
+    fn mangled_catalogs_are_refused_with_a_reason(text in mangled_catalog()) {
+        match Catalog::from_json(&text) {
+            Ok(c) => {
+                prop_assert!(!c.branches().is_empty());
+                for b in c.branches() {
+                    prop_assert!(b.kiosk_tickets.limit >= 1 && b.phone_tickets.limit >= 1);
+                    prop_assert!(b.services.iter().all(|s| s.max_waiting >= 1));
+                    prop_assert!(b.services.iter().all(|s| b.counters_serving(&s.id) >= 1));
+                }
+                prop_assert!(c.core_calls().limit >= 1);
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    /// Request bodies: parsed, or `invalid_request` (400).
+    #[test]
+    fn request_bodies_parse_or_are_invalid_requests(bytes in body()) {
+        for result in [
+            parse_issue_request(&bytes).map(|_| ()),
+            parse_call_request(&bytes).map(|_| ()),
+            parse_transfer_request(&bytes).map(|_| ()),
+        ] {
+            if let Err(e) = result {
+                prop_assert_eq!((e.code(), e.status()), ("invalid_request", 400));
+            }
+        }
+    }
+
+    /// An issue body that parses is then checked by the domain: a ticket or
+    /// a typed refusal, never a panic, for any caller.
+    #[test]
+    fn parsed_issue_bodies_get_an_answer(bytes in body(), who in 0..3u8) {
+        let Ok(request) = parse_issue_request(&bytes) else { return Ok(()); };
+        let c = Catalog::dev();
+        let s = MemoryStore::new();
+        let k = Kiosk::new(&c, &s);
+        let caller = match who {
+            0 => kiosk_caller(),
+            1 => mobile("alice"),
+            _ => counter_caller(),
+        };
+        let key = IdempotencyKey::for_body("k", &bytes).unwrap();
+        if let Err(e) = k.issue_ticket(&caller, request, Some(key), mon_10(), random()) {
+            prop_assert!(matches!(e.status(), 400 | 403 | 404 | 409), "{}", e);
+        }
+    }
+
+    /// Ticket ids: exactly 26 characters of the lowercase base32 alphabet.
+    #[test]
+    fn ticket_ids_are_recognised_exactly(s in prop_oneof![".{0,30}", "[a-z2-7]{24,28}", "[a-zA-Z0-9]{26}"]) {
+        let expected = s.len() == TICKET_ID_LEN
+            && s.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
+        prop_assert_eq!(is_ticket_id(&s), expected);
+    }
+
+    /// Mobile tokens: any text is a customer or `unauthorized` (401).
+    #[test]
+    fn mobile_tokens_verify_or_are_unauthorized(
+        token in prop_oneof![
+            ".{0,80}",
+            "[A-Za-z0-9_-]{0,60}\\.[A-Za-z0-9_-]{0,60}",
+            "[A-Za-z0-9_-]{0,10}\\.[A-Za-z0-9_-]{0,10}\\.[A-Za-z0-9_-]{0,10}",
+        ],
+    ) {
+        if let Err(e) = verify_mobile_token(b"secret", &token, mon_10()) {
+            prop_assert_eq!((e.code(), e.status()), ("unauthorized", 401));
+        }
+    }
+
+    /// A real token with one character changed, or a payload that is any
+    /// JSON signed with the right secret: a customer or `unauthorized`.
+    #[test]
+    fn tampered_or_odd_tokens_are_unauthorized(
+        customer in "[A-Za-z0-9_@.-]{1,20}", at in 0usize..200, with in any::<char>(), payload in json_value(),
+    ) {
+        use base64::Engine as _;
+        let token = mint_mobile_token(b"secret", &customer, mon_10().timestamp() + 60);
+        prop_assert_eq!(verify_mobile_token(b"secret", &token, mon_10()).unwrap(), customer.clone());
+        let mut chars: Vec<char> = token.chars().collect();
+        let i = at % chars.len();
+        let changed = chars[i] != with;
+        chars[i] = with;
+        let tampered: String = chars.into_iter().collect();
+        match verify_mobile_token(b"secret", &tampered, mon_10()) {
+            Ok(who) => prop_assert!(!changed || who == customer),
+            Err(e) => prop_assert_eq!(e.code(), "unauthorized"),
+        }
+        // Signed, but the payload is not `{sub, exp}` as minted.
+        use hmac::Mac as _;
+        let payload = payload.to_string();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"secret").unwrap();
+        mac.update(payload.as_bytes());
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let odd = format!("{}.{}", b64.encode(&payload), b64.encode(mac.finalize().into_bytes()));
+        if let Err(e) = verify_mobile_token(b"secret", &odd, mon_10()) {
+            prop_assert_eq!(e.code(), "unauthorized");
+        }
+    }
+
+    /// Idempotency-Keys: accepted exactly when 1–255 visible ASCII
+    /// characters, else `invalid_request`.
+    #[test]
+    fn idempotency_keys_are_accepted_exactly(key in prop_oneof![".{0,40}", "[!-~]{0,300}"]) {
+        let expected = !key.is_empty()
+            && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+            && key.bytes().all(|b| b.is_ascii_graphic());
+        match IdempotencyKey::for_body(&key, b"{}") {
+            Ok(k) => {
+                prop_assert!(expected);
+                prop_assert_eq!(k.key(), key.as_str());
+            }
+            Err(e) => {
+                prop_assert!(!expected);
+                prop_assert_eq!(e.code(), "invalid_request");
+            }
+        }
+    }
+
+    /// API key lists: any text parses (empty entries skipped, never a
+    /// panic); lists written as `id:key,…` read back as written; any
+    /// presented key is a caller or `unauthorized`.
+    #[test]
+    fn api_key_lists_round_trip(
+        spec in ".{0,60}",
+        pairs in prop::collection::vec(("[a-z0-9-]{1,8}", "[A-Za-z0-9:._-]{1,12}"), 0..5),
+        presented in ".{0,20}",
+    ) {
+        for k in ApiKey::parse_list(&spec, "kiosk") {
+            prop_assert!(!k.id.is_empty() || spec.contains(':'));
+            prop_assert!(!k.key.contains(',') && !k.id.contains(','));
+        }
+        let written: Vec<String> = pairs.iter().map(|(id, key)| format!("{id}:{key}")).collect();
+        let parsed = ApiKey::parse_list(&written.join(", "), "kiosk");
+        let back: Vec<(String, String)> = parsed.iter().map(|k| (k.id.clone(), k.key.clone())).collect();
+        prop_assert_eq!(&back, &pairs);
+        let config = AuthConfig {
+            kiosk_keys: parsed,
+            counter_keys: ApiKey::parse_list(&spec, "counter"),
+            mobile_secret: Vec::new(),
+        };
+        match config.authenticate(Credential::ApiKey(&presented), mon_10()) {
+            Ok(Caller::Kiosk { id } | Caller::Counter { id }) => {
+                prop_assert!(!presented.is_empty());
+                let _ = id;
+            }
+            Ok(other) => prop_assert!(false, "an API key became {:?}", other),
+            Err(e) => prop_assert_eq!(e.code(), "unauthorized"),
+        }
+    }
+
+    /// Core paths and the allow-list's text: canonical or `invalid_core_path`;
+    /// an allow-list or an error naming its entry.
+    #[test]
+    fn core_paths_and_route_lists_never_panic(path in prop_oneof![".{0,40}", "(/[a-z.%;2eEfF5cC0]{0,4}){0,5}"], spec in ".{0,60}") {
+        if let Err(e) = canonical_segments(&path) {
+            prop_assert_eq!((e.code(), e.status()), ("invalid_core_path", 400));
+        }
+        match CoreRoutes::parse(&spec) {
+            Ok(routes) => {
+                if let Err(e) = routes.check("GET", &path, "") {
+                    prop_assert!(matches!(e.code(), "invalid_core_path" | "core_route_not_allowed"), "{}", e);
+                }
+            }
+            Err(e) => prop_assert!(!e.reason.is_empty()),
         }
     }
 }

@@ -809,6 +809,39 @@ async fn exchange(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn every_405_names_the_allowed_methods() {
+    let app = start(&[], &[]);
+    for (method, path, allow) in [
+        ("PUT", "/api/v1/tickets", "POST"),
+        ("PATCH", "/api/v1/tickets/t-1", "GET, DELETE"),
+        ("DELETE", "/api/v1/queues/demo", "GET"),
+        ("GET", "/api/v1/queues/demo/call", "POST"),
+        ("GET", "/api/v1/queues/demo/recall", "POST"),
+        ("GET", "/api/v1/queues/demo/tickets/t-1/complete", "POST"),
+        ("POST", "/health", "GET, HEAD"),
+    ] {
+        let response = app
+            .http
+            .request(method.parse().unwrap(), app.host.url(path))
+            .header("authorization", KIOSK)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 405, "{method} {path}");
+        let allowed = response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(allowed, Some(allow), "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "method_not_allowed",
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn responses_match_the_openapi_document() {
     let api = support::openapi::OpenApi::load();
     let app = start(&[], &[]);
@@ -1279,4 +1312,264 @@ async fn a_missing_or_broken_catalog_is_a_clear_error_and_the_rest_keeps_serving
     // Health reads no catalog and still answers.
     let health = http.get(host.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+}
+
+// ------------------------------------------------------------------ limits
+
+/// Sleeps into the next window of `period_s` seconds unless at least
+/// `needed_s` are left in the current one, so a test's requests share one
+/// rate window.
+async fn room_in_window(period_s: u64, needed_s: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let left = period_s - now.as_secs() % period_s;
+    if left < needed_s {
+        tokio::time::sleep(std::time::Duration::from_millis(left * 1000 + 200)).await;
+    }
+}
+
+/// Status, `Retry-After` and body of a response.
+async fn seen(response: reqwest::Response) -> (u16, Option<u64>, Value) {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (
+        status,
+        retry_after,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn jongno(service: &str) -> Value {
+    json!({"branch": "jongno", "service": service, "channel": "kiosk"})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kiosk_key_over_its_ticket_rate_at_jongno_gets_429_and_others_are_served() {
+    let api = support::openapi::OpenApi::load();
+    let app = start(
+        &[],
+        &[(
+            "SPIN_VARIABLE_KIOSK_API_KEYS",
+            "kiosk-dev:dev-kiosk-key,kiosk-2:second-kiosk-key",
+        )],
+    );
+    room_in_window(60, 20).await;
+    // 120 tickets (the default rate) over the three queues, 8 at a time:
+    // 75 deposits, 25 fx, 20 loans, each queue below its max_waiting.
+    let tasks: Vec<_> = (0..8)
+        .map(|worker| {
+            let http = app.http.clone();
+            let url = app.host.url("/api/v1/tickets");
+            tokio::spawn(async move {
+                for i in (worker..120).step_by(8) {
+                    let service = match i {
+                        0..75 => "deposit",
+                        75..100 => "fx",
+                        _ => "loan",
+                    };
+                    let response = http
+                        .post(&url)
+                        .header("authorization", KIOSK)
+                        .header("idempotency-key", format!("rate-{i}"))
+                        .json(&jongno(service))
+                        .send()
+                        .await
+                        .unwrap();
+                    let (status, _, body) = seen(response).await;
+                    assert_eq!(status, 201, "ticket {i}: {body}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let over = app
+        .http
+        .post(app.host.url("/api/v1/tickets"))
+        .header("authorization", KIOSK)
+        .header("idempotency-key", "rate-120")
+        .json(&jongno("deposit"))
+        .send()
+        .await
+        .unwrap();
+    let (status, retry_after, body) = seen(over).await;
+    assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+    let retry_after = retry_after.expect("Retry-After on 429");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    api.check("POST", "/api/v1/tickets", status, &body);
+
+    // Another kiosk, a phone, and the same key at demo are served.
+    let (status, body) = app
+        .issue(
+            "Bearer second-kiosk-key",
+            Some("other-kiosk"),
+            jongno("deposit"),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .issue(
+            &mobile_token("rate-phone"),
+            None,
+            json!({"branch": "jongno", "service": "fx", "channel": "mobile"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app.issue(KIOSK, Some("rate-demo"), deposit()).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_phones_fourth_ticket_in_an_hour_at_jongno_is_429() {
+    let api = support::openapi::OpenApi::load();
+    let app = start(&[], &[]);
+    room_in_window(3600, 30).await;
+    let phone = mobile_token("hourly");
+    let body = json!({"branch": "jongno", "service": "fx", "channel": "mobile"});
+    for i in 0..3 {
+        let (status, ticket) = app.issue(&phone, None, body.clone()).await;
+        assert_eq!(status, 201, "ticket {i}: {ticket}");
+        // One active ticket per branch: cancel before the next.
+        let cancel = app
+            .http
+            .delete(app.host.url(&format!(
+                "/api/v1/tickets/{}",
+                ticket["id"].as_str().unwrap()
+            )))
+            .header("authorization", &phone)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cancel.status(), 200);
+    }
+    let over = app
+        .http
+        .post(app.host.url("/api/v1/tickets"))
+        .header("authorization", &phone)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, retry_after, body) = seen(over).await;
+    assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+    assert!((1..=3600).contains(&retry_after.expect("Retry-After on 429")));
+    api.check("POST", "/api/v1/tickets", status, &body);
+    // Another phone is served.
+    let (status, _) = app
+        .issue(
+            &mobile_token("someone-else"),
+            None,
+            json!({"branch": "jongno", "service": "fx", "channel": "mobile"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_over_its_core_call_rate_gets_429_before_the_core() {
+    let api = support::openapi::OpenApi::load();
+    guest_wasm("core");
+    let core = CoreSim::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest_with_catalogs(dir.path(), "/catalog/dev.json", "catalog");
+    // The development catalog with the passthrough's rate at 5 a minute.
+    let mut catalog: Value = serde_json::from_str(kiosk_domain::Catalog::dev_json()).unwrap();
+    catalog["limits"] = json!({"core_calls": {"limit": 5, "per": "minute"}});
+    std::fs::write(dir.path().join("catalog/dev.json"), catalog.to_string()).unwrap();
+    let host = Host::start_with_env(
+        &manifest,
+        &dir.path().join("state"),
+        &[],
+        &[("SPIN_VARIABLE_CORE_BASE_URL", &core.url)],
+    );
+    let http = client();
+    room_in_window(60, 15).await;
+    let balance = |auth: &'static str| {
+        http.get(host.url("/api/v1/core/accounts/1/balance"))
+            .header("authorization", auth)
+            .send()
+    };
+    for i in 0..5 {
+        let (status, _, body) = seen(balance(COUNTER).await.unwrap()).await;
+        assert_eq!(status, 200, "call {i}: {body}");
+    }
+    let (status, retry_after, body) = seen(balance(COUNTER).await.unwrap()).await;
+    assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+    assert!((1..=60).contains(&retry_after.expect("Retry-After on 429")));
+    api.check("GET", "/api/v1/core/{path}", status, &body);
+    // Writes count too.
+    let transfer = http
+        .post(host.url("/api/v1/core/transfers"))
+        .header("authorization", COUNTER)
+        .header("idempotency-key", "over-the-rate")
+        .json(&json!({"from": "1", "to": "2", "amount": "1"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = seen(transfer).await;
+    assert_eq!(status, 429, "{body}");
+    api.check("POST", "/api/v1/core/{path}", status, &body);
+    // The kiosk key has its own count.
+    let (status, _, _) = seen(balance(KIOSK).await.unwrap()).await;
+    assert_eq!(status, 200);
+    // Refused calls never reached the core.
+    let stats: Value = http
+        .get(format!("{}/_sim/stats", core.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["by_path"]["/accounts/1/balance"], 6, "{stats}");
+    assert!(stats["by_path"]["/transfers"].is_null(), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_at_jongno_is_409_queue_full_until_a_ticket_is_called() {
+    let api = support::openapi::OpenApi::load();
+    let app = start(&[], &[]);
+    // jongno's loan queue takes 20.
+    for i in 0..20 {
+        let (status, body) = app
+            .issue(KIOSK, Some(&format!("full-{i}")), jongno("loan"))
+            .await;
+        assert_eq!(status, 201, "ticket {i}: {body}");
+    }
+    let (status, body) = app.issue(KIOSK, Some("full-20"), jongno("loan")).await;
+    assert_eq!((status, code(&body)), (409, "queue_full"), "{body}");
+    api.check("POST", "/api/v1/tickets", status, &body);
+    let (status, body) = app
+        .issue(
+            &mobile_token("late"),
+            None,
+            json!({"branch": "jongno", "service": "loan", "channel": "mobile"}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (409, "queue_full"), "{body}");
+    // Other queues are open; a call makes room in this one.
+    let (status, _) = app.issue(KIOSK, Some("full-d"), jongno("deposit")).await;
+    assert_eq!(status, 201);
+    let called = app
+        .http
+        .post(app.host.url("/api/v1/queues/jongno/call"))
+        .header("authorization", COUNTER)
+        .json(&json!({"counter": "4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(called.status(), 200);
+    let (status, body) = app.issue(KIOSK, Some("full-21"), jongno("loan")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["number"], "B-021");
+    assert_eq!(body["waiting_ahead"], 19);
 }

@@ -6,15 +6,17 @@
 //! Writes need an `Idempotency-Key` and take effect once per caller and key
 //! (see `kiosk_domain::CoreWrites`). A failing core, or the host's policy
 //! refusing the call, is 503 (`core_unavailable`, or `core_busy` at the
-//! host's concurrency cap), a silent one 504, all with `Retry-After`.
+//! host's concurrency cap), a silent one 504, all with `Retry-After`. Each
+//! kiosk and counter key has a rate of calls (the catalog's
+//! `limits.core_calls`): past it, 429 `rate_limited` with `Retry-After`.
 use std::time::Duration;
 
 use kiosk_domain::{
-    CoreOutcome, CoreReply, CoreRoutes, CoreWrite, CoreWrites, DomainError, IdempotencyKey,
-    core_client, core_write_fingerprint, core_write_lease, is_core_write,
+    CoreOutcome, CoreReply, CoreRoutes, CoreWrite, CoreWrites, DomainError, IdempotencyKey, Rate,
+    core_client, core_write_fingerprint, core_write_lease, is_core_write, rate,
 };
 use kiosk_spin::outbound::{CallError, Refusal, Reply, call, split_base};
-use kiosk_spin::{Authenticated, KvStore, api_error, check_body_size, error, request_id};
+use kiosk_spin::{Authenticated, KvStore, api_error, catalog, check_body_size, error, request_id};
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;
 
@@ -92,6 +94,7 @@ fn forward(req: &Request, request_id: &str) -> Result<Response, Response> {
         CoreRoutes::parse(&spin_sdk::variables::get("core_allowed_routes").unwrap_or_default())
             .map_err(|e| misconfigured(&e.to_string()))?;
     routes.check(&method, &path, query).map_err(|e| error(&e))?;
+    admit(&auth)?;
     let core = Core::from_variables()?;
     let mut headers: Vec<(String, Vec<u8>)> = FORWARDED_HEADERS
         .iter()
@@ -144,6 +147,39 @@ fn forward(req: &Request, request_id: &str) -> Result<Response, Response> {
         Err(e) => eprintln!("core write {request_id}: recording the outcome failed: {e}"),
     }
     Ok(answer(reply, &core))
+}
+
+/// Counts the call against the caller's rate of core calls: `rate_limited`
+/// past it. Without a readable catalog the default rate applies, and a
+/// store that fails lets the call through: the rate guards the core, whose
+/// reads need no store, so a store outage must not stop them (kiosk-host's
+/// cap on calls in flight still holds).
+fn admit(auth: &Authenticated) -> Result<(), Response> {
+    let rate = catalog().map(|c| c.core_calls()).unwrap_or_else(|e| {
+        log_cause(
+            "core rate: the catalog is unreadable, using the default",
+            &e,
+        );
+        Rate::CORE_CALLS
+    });
+    let subject = rate::Subject::CoreCalls {
+        caller: &auth.caller,
+    };
+    match KvStore::open().and_then(|store| rate::admit(&store, &subject, rate, auth.at)) {
+        Ok(()) => Ok(()),
+        Err(e @ DomainError::StoreUnavailable(_)) => {
+            log_cause("core rate: not counted, the store failed", &e);
+            Ok(())
+        }
+        Err(e) => Err(error(&e)),
+    }
+}
+
+fn log_cause(what: &str, e: &DomainError) {
+    match e {
+        DomainError::StoreUnavailable(cause) => eprintln!("{what}: {cause}"),
+        e => eprintln!("{what}: {e}"),
+    }
 }
 
 /// The core's reply as recorded, and whether the core said it replayed it.

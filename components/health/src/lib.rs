@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kiosk_domain::{Caller, Store};
 use kiosk_spin::outbound::{call, split_base};
-use kiosk_spin::{Authenticated, KvStore, api_error, json, request_id};
+use kiosk_spin::{Authenticated, KvStore, json, method_not_allowed, request_id};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_component;
 
@@ -22,9 +22,7 @@ const HEALTH_CLIENT: &str = "kiosk-api-health";
 #[http_component]
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     if *req.method() != Method::Get && *req.method() != Method::Head {
-        let mut response = api_error(405, "method_not_allowed", "use GET");
-        response.set_header("allow", "GET, HEAD");
-        return Ok(response);
+        return Ok(method_not_allowed("GET, HEAD", "use GET"));
     }
     let store = check_store();
     let core = check_core(&request_id(&req));

@@ -130,30 +130,12 @@ pub fn catalog() -> Result<Catalog, DomainError> {
     })
 }
 
-/// Parses `id:key,id:key` (or a bare `key`, id `default_id`).
-fn api_keys(spec: &str, default_id: &str) -> Vec<ApiKey> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|entry| match entry.split_once(':') {
-            Some((id, key)) => ApiKey {
-                id: id.to_string(),
-                key: key.to_string(),
-            },
-            None => ApiKey {
-                id: default_id.to_string(),
-                key: entry.to_string(),
-            },
-        })
-        .collect()
-}
-
 /// Credentials configured through Spin variables.
 pub fn auth_config() -> AuthConfig {
     let var = |name: &str| spin_sdk::variables::get(name).unwrap_or_default();
     AuthConfig {
-        kiosk_keys: api_keys(&var("kiosk_api_keys"), "kiosk"),
-        counter_keys: api_keys(&var("counter_api_keys"), "counter"),
+        kiosk_keys: ApiKey::parse_list(&var("kiosk_api_keys"), "kiosk"),
+        counter_keys: ApiKey::parse_list(&var("counter_api_keys"), "counter"),
         mobile_secret: var("mobile_token_secret").into_bytes(),
     }
 }
@@ -279,6 +261,14 @@ pub fn api_error(status: u16, code: &str, message: &str) -> Response {
     )
 }
 
+/// 405 `method_not_allowed` with `Allow: allow` (the methods the resource
+/// takes, e.g. `GET, DELETE`), as RFC 9110 requires of every 405.
+pub fn method_not_allowed(allow: &str, message: &str) -> Response {
+    let mut response = api_error(405, "method_not_allowed", message);
+    response.set_header("allow", allow);
+    response
+}
+
 /// The request path below the component's route (`spin-path-info`), split
 /// into segments.
 pub fn path_segments(req: &Request) -> Vec<String> {
@@ -304,20 +294,4 @@ pub fn check_body_size(req: &Request) -> Result<(), Response> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_key_lists_take_ids_or_defaults() {
-        let keys = api_keys("k1:aaa, bbb ,", "kiosk");
-        assert_eq!(keys.len(), 2);
-        assert_eq!((keys[0].id.as_str(), keys[0].key.as_str()), ("k1", "aaa"));
-        assert_eq!(
-            (keys[1].id.as_str(), keys[1].key.as_str()),
-            ("kiosk", "bbb")
-        );
-    }
 }

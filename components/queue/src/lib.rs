@@ -3,8 +3,8 @@
 //! `.../recall`, `.../tickets/{id}/transfer|complete|no-show`).
 use kiosk_domain::{DomainError, Kiosk, parse_call_request, parse_transfer_request};
 use kiosk_spin::{
-    Authenticated, KvStore, Session, api_error, catalog, check_body_size, error, json, now,
-    path_segments,
+    Authenticated, KvStore, Session, api_error, catalog, check_body_size, error, json,
+    method_not_allowed, now, path_segments,
 };
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
@@ -21,12 +21,9 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         (Method::Post, [branch, "call"]) => call(&req, branch),
         (Method::Post, [branch, "recall"]) => recall(&req, branch),
         (Method::Post, [branch, "tickets", id, action]) => act(&req, branch, id, action),
-        (_, [_]) | (_, [_, "call" | "recall"]) | (_, [_, "tickets", _, _]) => {
-            return Ok(api_error(
-                405,
-                "method_not_allowed",
-                "method not allowed on this queue resource",
-            ));
+        (_, [_]) => return Ok(method_not_allowed("GET", "use GET for the queue board")),
+        (_, [_, "call" | "recall"]) | (_, [_, "tickets", _, _]) => {
+            return Ok(method_not_allowed("POST", "use POST for counter actions"));
         }
         _ => return Ok(api_error(404, "not_found", "no such queue resource")),
     };

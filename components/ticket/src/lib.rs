@@ -2,7 +2,8 @@
 //! (`DELETE /{id}`) tickets. Parse, call the domain, answer.
 use kiosk_domain::{DomainError, IdempotencyKey, parse_issue_request};
 use kiosk_spin::{
-    Authenticated, Session, api_error, check_body_size, error, json, path_segments, random16,
+    Authenticated, Session, api_error, check_body_size, error, json, method_not_allowed,
+    path_segments, random16,
 };
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
@@ -17,11 +18,8 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         (Method::Post, []) => serve(|| issue(&req)),
         (Method::Get, [id]) => serve(|| read(&req, id)),
         (Method::Delete, [id]) => serve(|| cancel(&req, id)),
-        (_, []) | (_, [_]) => api_error(
-            405,
-            "method_not_allowed",
-            "use POST /api/v1/tickets, GET or DELETE /api/v1/tickets/{id}",
-        ),
+        (_, []) => method_not_allowed("POST", "use POST /api/v1/tickets"),
+        (_, [_]) => method_not_allowed("GET, DELETE", "use GET or DELETE /api/v1/tickets/{id}"),
         _ => api_error(404, "not_found", "no such ticket resource"),
     };
     Ok(response)

@@ -264,7 +264,7 @@ impl WasiHttpHooks for OutboundHooks {
                 served = %match served {
                     Served::Sent => "sent",
                     Served::Shared => "shared",
-                    Served::Refused(reason) => reason,
+                    Served::Refused(reason) => reason.as_str(),
                 },
                 client = %client,
                 request_id = %request_id,

@@ -148,7 +148,7 @@ impl Breaker {
         }
     }
 
-    /// Whether the circuit is open (for health and tests).
+    /// Whether the circuit is open or half-open.
     pub fn is_open(&self) -> bool {
         !matches!(
             self.state.lock().unwrap_or_else(|p| p.into_inner()).mode,

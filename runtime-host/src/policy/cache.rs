@@ -14,6 +14,8 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
+use super::Refusal;
+
 /// Entries kept at most; past it, expired ones are dropped, then new keys
 /// are fetched without sharing.
 const MAX_ENTRIES: usize = 10_000;
@@ -36,10 +38,7 @@ pub type Shared = Result<Arc<Stored>, FetchError>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
     /// The policy refused the call before it was sent (not reused).
-    Refused {
-        reason: &'static str,
-        retry_after_s: u64,
-    },
+    Refused(Refusal),
     Timeout,
     ConnectFailed,
     Other(String),
@@ -66,7 +65,7 @@ impl Entry {
             Some((result, at)) => {
                 let ttl = match result {
                     Ok(stored) if !stored.status.is_server_error() => self.ttl,
-                    Err(FetchError::Refused { .. }) => Duration::ZERO,
+                    Err(FetchError::Refused(_)) => Duration::ZERO,
                     _ => self.ttl.min(FAILURE_TTL),
                 };
                 now.duration_since(*at) < ttl
@@ -204,10 +203,10 @@ mod tests {
     async fn refusals_are_not_reused() {
         let cache = Cache::default();
         let refused = || async {
-            Err(FetchError::Refused {
-                reason: "busy",
+            Err(FetchError::Refused(Refusal {
+                reason: crate::policy::Reason::Busy,
                 retry_after_s: 1,
-            })
+            }))
         };
         let ttl = Duration::from_secs(5);
         assert_eq!(

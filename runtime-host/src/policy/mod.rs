@@ -86,15 +86,38 @@ pub enum Served {
     Sent,
     /// Answered from a shared call (in flight or recent).
     Shared,
-    /// Refused by the policy (`busy`, `circuit-open`).
-    Refused(&'static str),
+    /// Refused by the policy.
+    Refused(Reason),
+}
+
+/// Why the policy refused a call before it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The destination's cap was reached and its short queue timed out.
+    Busy,
+    /// The destination's circuit is open.
+    CircuitOpen,
+}
+
+impl Reason {
+    /// The value of [`REFUSED_HEADER`] (and of the log's `served`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Busy => "busy",
+            Reason::CircuitOpen => "circuit-open",
+        }
+    }
+}
+
+/// A refusal, with when to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: Reason,
+    pub retry_after_s: u64,
 }
 
 enum Failure {
-    Refused {
-        reason: &'static str,
-        retry_after_s: u64,
-    },
+    Refused(Refusal),
     Error(HttpError),
 }
 
@@ -115,11 +138,6 @@ impl Destination {
         &self.key
     }
 
-    /// Calls in flight at this destination now.
-    pub fn in_flight(&self) -> usize {
-        self.settings.max_concurrency.max(1) - self.slots.available_permits()
-    }
-
     /// Sends `request` under the policy. `head_by` bounds the wait for the
     /// response head (the guest's own timeouts), within the destination's deadline.
     pub async fn send(
@@ -129,10 +147,9 @@ impl Destination {
     ) -> (Result<Response<WasiBody>, HttpError>, Served) {
         match self.call(request, head_by).await {
             Ok(response) => (Ok(response), Served::Sent),
-            Err(Failure::Refused {
-                reason,
-                retry_after_s,
-            }) => (Ok(refusal(reason, retry_after_s)), Served::Refused(reason)),
+            Err(Failure::Refused(refused)) => {
+                (Ok(refusal(refused)), Served::Refused(refused.reason))
+            }
             Err(Failure::Error(e)) => (Err(e), Served::Sent),
         }
     }
@@ -161,15 +178,7 @@ impl Destination {
         let fetch = async {
             let response = match self.call(request, head_by).await {
                 Ok(response) => response,
-                Err(Failure::Refused {
-                    reason,
-                    retry_after_s,
-                }) => {
-                    return Err(FetchError::Refused {
-                        reason,
-                        retry_after_s,
-                    });
-                }
+                Err(Failure::Refused(refused)) => return Err(FetchError::Refused(refused)),
                 Err(Failure::Error(e)) => return Err(summary(&e)),
             };
             let (parts, body) = response.into_parts();
@@ -189,7 +198,7 @@ impl Destination {
         };
         let (shared, used) = self.cache.get_or_fetch(key, ttl, fetch).await;
         let served = match (&shared, used) {
-            (Err(FetchError::Refused { reason, .. }), _) => Served::Refused(reason),
+            (Err(FetchError::Refused(refused)), _) => Served::Refused(refused.reason),
             (_, Use::Hit) => Served::Shared,
             (_, Use::Miss) => Served::Sent,
         };
@@ -204,9 +213,11 @@ impl Destination {
         let admission = self
             .breaker
             .admit(std::time::Instant::now())
-            .map_err(|retry_after_s| Failure::Refused {
-                reason: "circuit-open",
-                retry_after_s,
+            .map_err(|retry_after_s| {
+                Failure::Refused(Refusal {
+                    reason: Reason::CircuitOpen,
+                    retry_after_s,
+                })
             })?;
         let permit = match tokio::time::timeout(
             self.settings.queue_timeout,
@@ -223,10 +234,10 @@ impl Destination {
                         std::time::Instant::now(),
                     );
                 }
-                return Err(Failure::Refused {
-                    reason: "busy",
+                return Err(Failure::Refused(Refusal {
+                    reason: Reason::Busy,
                     retry_after_s: 1,
-                });
+                }));
             }
         };
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
@@ -238,24 +249,21 @@ impl Destination {
             .await
             .map_err(Failure::Error)
     }
-
-    /// The breaker (for tests and, later, health and metrics).
-    pub fn breaker(&self) -> &Breaker {
-        &self.breaker
-    }
 }
 
 /// The answer a guest reads when the policy refuses its call.
-fn refusal(reason: &'static str, retry_after_s: u64) -> Response<WasiBody> {
-    let body = serde_json::json!({
-        "error": {
-            "code": if reason == "busy" { "outbound_busy" } else { "outbound_circuit_open" },
-            "message": match reason {
-                "busy" => "too many calls in flight to this destination; retry later",
-                _ => "this destination is failing; calls are refused until it recovers",
-            },
-        }
-    });
+fn refusal(refused: Refusal) -> Response<WasiBody> {
+    let (code, message) = match refused.reason {
+        Reason::Busy => (
+            "outbound_busy",
+            "too many calls in flight to this destination; retry later",
+        ),
+        Reason::CircuitOpen => (
+            "outbound_circuit_open",
+            "this destination is failing; calls are refused until it recovers",
+        ),
+    };
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
     let mut response = Response::new(
         Full::new(Bytes::from(body.to_string()))
             .map_err(|never| match never {})
@@ -263,8 +271,14 @@ fn refusal(reason: &'static str, retry_after_s: u64) -> Response<WasiBody> {
     );
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
-    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after_s));
-    headers.insert(REFUSED_HEADER, HeaderValue::from_static(reason));
+    headers.insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(refused.retry_after_s),
+    );
+    headers.insert(
+        REFUSED_HEADER,
+        HeaderValue::from_static(refused.reason.as_str()),
+    );
     headers.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -284,10 +298,7 @@ fn answer(shared: Shared) -> Result<Response<WasiBody>, HttpError> {
             *response.headers_mut() = stored.headers.clone();
             Ok(response)
         }
-        Err(FetchError::Refused {
-            reason,
-            retry_after_s,
-        }) => Ok(refusal(reason, retry_after_s)),
+        Err(FetchError::Refused(refused)) => Ok(refusal(refused)),
         Err(FetchError::Timeout) => Err(HttpError::ConnectionReadTimeout),
         Err(FetchError::ConnectFailed) => Err(HttpError::ConnectionRefused),
         Err(FetchError::Other(why)) => Err(HttpError::InternalError(Some(why))),

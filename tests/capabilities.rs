@@ -488,26 +488,32 @@ fn check_names_unprovided_imports_and_unknown_stores() {
     );
 }
 
-#[test]
-fn check_accepts_a_good_app() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = runtime_config(dir.path(), &Backend::Sqlite);
+/// `kiosk-host check` of the caps app with `config` as its runtime config.
+fn check_caps(config: &Path, state: &Path) -> support::Finished {
     let out = support::kiosk_host()
         .args(["check", "-f"])
         .arg(app("caps").join("spin.toml"))
         .arg("--runtime-config-file")
-        .arg(&config)
+        .arg(config)
         .arg("--state-dir")
-        .arg(dir.path())
+        .arg(state)
         .env(API_KEY.0, API_KEY.1)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    support::Finished {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn check_accepts_a_good_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = runtime_config(dir.path(), &Backend::Sqlite);
+    let out = check_caps(&config, dir.path());
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("ok"));
 }
 
 /// `kiosk-host check` of the caps app with its stores on `redis`, plus
@@ -524,21 +530,7 @@ fn check_on_redis(redis: &RedisServer, extra: &str) -> support::Finished {
         ),
     )
     .unwrap();
-    let out = support::kiosk_host()
-        .args(["check", "-f"])
-        .arg(app("caps").join("spin.toml"))
-        .arg("--runtime-config-file")
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(dir.path())
-        .env(API_KEY.0, API_KEY.1)
-        .output()
-        .unwrap();
-    support::Finished {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    check_caps(&config, dir.path())
 }
 
 #[test]

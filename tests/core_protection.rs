@@ -457,13 +457,16 @@ fn a_host_configuration_with_a_typo_is_refused_with_file_and_line() {
         "[outbound.defaults]\nmax_concurrency = 4\nmax_concurency = 5\n",
     )
     .unwrap();
-    let out = support::run(&[
-        "check",
-        "-f",
-        repo().join("spin.toml").to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let check = || {
+        support::run(&[
+            "check",
+            "-f",
+            repo().join("spin.toml").to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    };
+    let out = check();
     assert!(!out.status.success());
     assert!(
         out.stderr
@@ -474,13 +477,7 @@ fn a_host_configuration_with_a_typo_is_refused_with_file_and_line() {
     assert!(out.stderr.contains("max_concurency"), "{}", out.stderr);
 
     std::fs::write(&config, "[component.cor]\nmax_instances = 4\n").unwrap();
-    let out = support::run(&[
-        "check",
-        "-f",
-        repo().join("spin.toml").to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let out = check();
     assert!(!out.status.success());
     assert!(out.stderr.contains(":1: [component.cor]"), "{}", out.stderr);
 }

@@ -51,16 +51,27 @@ fn chrono_now() -> i64 {
 }
 
 impl App {
-    async fn issue(&self, auth: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+    /// `POST path` as `auth` with an `Idempotency-Key` when given.
+    async fn post_keyed(
+        &self,
+        path: &str,
+        auth: &str,
+        key: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
         let mut request = self
             .http
-            .post(self.host.url("/api/v1/tickets"))
+            .post(self.host.url(path))
             .header("authorization", auth)
-            .json(&body);
+            .json(body);
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
-        let response = request.send().await.unwrap();
+        request.send().await.unwrap()
+    }
+
+    async fn issue(&self, auth: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+        let response = self.post_keyed("/api/v1/tickets", auth, key, &body).await;
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -120,15 +131,9 @@ impl App {
         key: Option<&str>,
         body: Value,
     ) -> (u16, Option<String>, Value) {
-        let mut request = self
-            .http
-            .post(self.host.url("/api/v1/core/transfers"))
-            .header("authorization", auth)
-            .json(&body);
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        let response = request.send().await.unwrap();
+        let response = self
+            .post_keyed("/api/v1/core/transfers", auth, key, &body)
+            .await;
         let status = response.status().as_u16();
         let replayed = response
             .headers()

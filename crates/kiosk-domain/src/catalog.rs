@@ -32,6 +32,16 @@
 //! A branch has either `"hours"` (weekday → list of `[open, close]` local
 //! times `"HH:MM"`, close may be `"24:00"`; a missing weekday is closed) or
 //! `"always_open": true`. Ids are 1–64 characters of `A–Z a–z 0–9 _ -`.
+//!
+//! Each business day ends (see [`Branch::waiting_ends_at`]). A branch may set
+//! `"day_starts_at": "HH:MM"` (default `"00:00"`: a branch open around the
+//! clock restarts its numbers there), `"at_day_end"`: `"expire"` (default:
+//! tickets still waiting when the day ends read `expired`) or `"carry_over"`
+//! (one number sequence for all days: waiting tickets stay in line, and
+//! numbers never restart, so they cannot collide), and
+//! `"serve_after_close_minutes"` (default 60, at most 1440): how long after
+//! its last closing time of the day a branch with hours keeps calling the
+//! customers already waiting.
 //! Every service must be served by at least one counter (waiting estimates
 //! divide by the number of counters serving a service).
 
@@ -96,7 +106,27 @@ pub struct Branch {
     pub kiosk_tickets: Rate,
     /// Tickets per phone customer at this branch.
     pub phone_tickets: Rate,
+    /// Local time (minutes since midnight) at which a business day starts.
+    pub day_starts_at: u16,
+    /// What happens to tickets still waiting when a business day ends.
+    pub at_day_end: DayEnd,
+    /// Minutes after the last closing time of a day during which the
+    /// customers already waiting are still called.
+    pub serve_after_close: u16,
 }
+
+/// What happens to tickets still waiting when their business day ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DayEnd {
+    /// They end as `expired`; numbers restart each business day.
+    Expire,
+    /// They stay in line; numbers never restart (one sequence for all days).
+    CarryOver,
+}
+
+/// Default of a branch's `serve_after_close_minutes`.
+pub const DEFAULT_SERVE_AFTER_CLOSE_MINUTES: u16 = 60;
 
 /// When a branch issues tickets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,9 +269,57 @@ impl Branch {
             .count() as u32
     }
 
-    /// The local business day (calendar date in the branch's time zone) of `at`.
+    /// The local business day of `at`: the calendar date in the branch's
+    /// time zone of the day that started last at `day_starts_at`.
     pub fn business_day(&self, at: DateTime<Utc>) -> NaiveDate {
-        at.with_timezone(&self.time_zone).date_naive()
+        (at.with_timezone(&self.time_zone).naive_local()
+            - chrono::TimeDelta::minutes(i64::from(self.day_starts_at)))
+        .date()
+    }
+
+    /// Whether waiting tickets stay in line from one business day to the next.
+    pub fn carries_over(&self) -> bool {
+        self.at_day_end == DayEnd::CarryOver
+    }
+
+    /// The instant `minute` minutes after local midnight of `date` (the
+    /// earliest, where a DST change makes it ambiguous; the next valid
+    /// minute where it falls in a gap).
+    fn local_instant(&self, date: NaiveDate, minute: u32) -> Option<DateTime<Utc>> {
+        let mut naive = date.and_hms_opt(0, 0, 0)? + chrono::TimeDelta::minutes(i64::from(minute));
+        for _ in 0..180 {
+            if let Some(t) = self.time_zone.from_local_datetime(&naive).earliest() {
+                return Some(t.with_timezone(&Utc));
+            }
+            naive += chrono::TimeDelta::minutes(1);
+        }
+        None
+    }
+
+    /// When tickets of business day `day` that still wait stop being
+    /// called and read `expired`: `None` for a branch that carries them
+    /// over. Otherwise the start of the next business day, or, for a
+    /// branch with hours, `serve_after_close_minutes` after that day's
+    /// last closing time if that comes first.
+    pub fn waiting_ends_at(&self, day: NaiveDate) -> Option<DateTime<Utc>> {
+        if self.carries_over() {
+            return None;
+        }
+        let next = day.succ_opt()?;
+        let next_start = self.local_instant(next, u32::from(self.day_starts_at))?;
+        let Hours::Weekly(days) = &self.hours else {
+            return Some(next_start);
+        };
+        let last_close = days[day.weekday().num_days_from_monday() as usize]
+            .iter()
+            .map(|iv| iv.close)
+            .max();
+        let end = last_close
+            .and_then(|close| {
+                self.local_instant(day, u32::from(close) + u32::from(self.serve_after_close))
+            })
+            .map_or(next_start, |t| t.min(next_start));
+        Some(end)
     }
 
     /// Whether the branch issues tickets at `at`.
@@ -383,6 +461,12 @@ struct RawBranch {
     counters: Vec<RawCounter>,
     #[serde(default)]
     limits: Option<RawBranchLimits>,
+    #[serde(default)]
+    day_starts_at: Option<String>,
+    #[serde(default)]
+    at_day_end: Option<DayEnd>,
+    #[serde(default)]
+    serve_after_close_minutes: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -541,6 +625,24 @@ fn parse_branch(
         }
     }
 
+    let day_starts_at = match &raw.day_starts_at {
+        None => 0,
+        Some(t) => parse_hhmm(t).filter(|&m| m < 1440).ok_or_else(|| {
+            err(
+                format!("{}.day_starts_at", path()),
+                format!("bad time {t:?}; use \"HH:MM\" from 00:00 to 23:59"),
+            )
+        })?,
+    };
+    let serve_after_close = raw
+        .serve_after_close_minutes
+        .unwrap_or(DEFAULT_SERVE_AFTER_CLOSE_MINUTES);
+    if serve_after_close > 1440 {
+        return Err(err(
+            format!("{}.serve_after_close_minutes", path()),
+            "serve_after_close_minutes must be at most 1440",
+        ));
+    }
     Ok(Branch {
         id: raw.id,
         name: raw.name,
@@ -550,6 +652,9 @@ fn parse_branch(
         counters,
         kiosk_tickets,
         phone_tickets,
+        day_starts_at,
+        at_day_end: raw.at_day_end.unwrap_or(DayEnd::Expire),
+        serve_after_close,
     })
 }
 

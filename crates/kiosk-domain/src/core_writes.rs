@@ -25,9 +25,9 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::error::DomainError;
-use crate::idempotency::{Claim, ClaimKey, Claims, Lease, Purpose};
-use crate::kiosk::IDEMPOTENCY_RETENTION;
+use crate::idempotency::{Claim, ClaimKey, Claims, Lease, Pending, Purpose};
 use crate::model::IdempotencyKey;
+use crate::ops::IDEMPOTENCY_RETENTION;
 use crate::store::{Store, StoreError};
 
 /// Added to the core timeout for the lease of a write in flight: the store
@@ -147,7 +147,7 @@ impl<'a, S: Store> CoreWrites<'a, S> {
             serde_json::Value::Null,
             now,
             // Nothing of a write can be checked here: only the core knows.
-            |_| Ok(None::<std::convert::Infallible>),
+            |_| Ok(Pending::<std::convert::Infallible>::Running),
         )?;
         match claim {
             Claim::Won(lease) => Ok(CoreWrite::Send(lease)),

@@ -47,7 +47,7 @@ use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::error::DomainError;
-use crate::store::{Store, StoreError, escape_key_part};
+use crate::store::{Store, StoreError, escape_key_part, parse_versioned};
 
 /// Version of the record format this build writes and reads.
 pub const IDEMPOTENCY_SCHEMA: u32 = 1;
@@ -67,6 +67,8 @@ pub enum Purpose {
     Ticket,
     /// A write through the core passthrough.
     CoreWrite,
+    /// A phone's active ticket at a branch (the "key" is the branch id).
+    Phone,
 }
 
 impl Purpose {
@@ -74,6 +76,7 @@ impl Purpose {
         match self {
             Purpose::Ticket => "ticket",
             Purpose::CoreWrite => "core",
+            Purpose::Phone => "phone",
         }
     }
 }
@@ -147,24 +150,12 @@ impl Record {
     }
 
     fn parse(key: &str, bytes: &[u8]) -> Result<Record, DomainError> {
-        #[derive(Deserialize)]
-        struct Version {
-            v: Option<u32>,
-        }
-        let unreadable = |why: String| {
-            DomainError::StoreUnavailable(StoreError(format!(
-                "idempotency record at {key:?} is not readable: {why}"
-            )))
-        };
-        let version = serde_json::from_slice::<Version>(bytes)
-            .map_err(|e| unreadable(e.to_string()))?
-            .v;
-        if version != Some(IDEMPOTENCY_SCHEMA) {
-            return Err(unreadable(format!(
-                "schema version {version:?}, this build reads {IDEMPOTENCY_SCHEMA}"
-            )));
-        }
-        serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))
+        Ok(parse_versioned(
+            "idempotency record",
+            key,
+            bytes,
+            IDEMPOTENCY_SCHEMA,
+        )?)
     }
 }
 
@@ -196,6 +187,18 @@ pub struct Claims<'a, S: Store> {
     lease: TimeDelta,
     retention: TimeDelta,
     max_attempts: u32,
+}
+
+/// What became of the attempt behind a pending record, as the caller of
+/// [`Claims::claim`] judges it from the record's data.
+#[derive(Debug)]
+pub enum Pending<R> {
+    /// It took effect: answer `R`.
+    Landed(R),
+    /// It certainly has no effect any more: the key may be taken at once.
+    Void,
+    /// Unknown yet: `idempotency_in_progress` until the lease ends.
+    Running,
 }
 
 /// What the rules decided about an existing record.
@@ -231,7 +234,8 @@ impl<'a, S: Store> Claims<'a, S> {
     /// released → taken over; another fingerprint → `idempotency_key_mismatch`;
     /// done → [`Claim::Done`]; retry → taken over; pending → `landed(data)`
     /// decides whether the attempt took effect after all ([`Claim::Landed`]),
-    /// else `idempotency_in_progress` until the lease ends, then taken over.
+    /// certainly has none any more (taken over at once), or is unknown:
+    /// `idempotency_in_progress` until the lease ends, then taken over.
     /// Taking over is a compare-and-swap against the bytes read.
     pub fn claim<R>(
         &self,
@@ -239,7 +243,7 @@ impl<'a, S: Store> Claims<'a, S> {
         fp: &str,
         data: Value,
         now: DateTime<Utc>,
-        mut landed: impl FnMut(&Value) -> Result<Option<R>, DomainError>,
+        mut landed: impl FnMut(&Value) -> Result<Pending<R>, DomainError>,
     ) -> Result<Claim<R>, DomainError> {
         let mine = Record {
             v: IDEMPOTENCY_SCHEMA,
@@ -330,7 +334,7 @@ impl<'a, S: Store> Claims<'a, S> {
         existing: &Record,
         fp: &str,
         now: DateTime<Utc>,
-        landed: &mut impl FnMut(&Value) -> Result<Option<R>, DomainError>,
+        landed: &mut impl FnMut(&Value) -> Result<Pending<R>, DomainError>,
     ) -> Result<Verdict<R>, DomainError> {
         let t = now.timestamp();
         if t - existing.at >= self.retention.num_seconds() || existing.state == State::Released {
@@ -343,8 +347,10 @@ impl<'a, S: Store> Claims<'a, S> {
             State::Done => Ok(Verdict::Done(existing.data.clone())),
             State::Retry | State::Released => Ok(Verdict::TakeOver),
             State::Pending => {
-                if let Some(r) = landed(&existing.data)? {
-                    return Ok(Verdict::Landed(r));
+                match landed(&existing.data)? {
+                    Pending::Landed(r) => return Ok(Verdict::Landed(r)),
+                    Pending::Void => return Ok(Verdict::TakeOver),
+                    Pending::Running => {}
                 }
                 if t < existing.until {
                     return Err(DomainError::IdempotencyInProgress {

@@ -36,30 +36,43 @@
 //! - Counters call the oldest waiting ticket (by issue time, across the
 //!   services they serve); a counter must finish (complete, no-show or
 //!   transfer) its called ticket before calling the next one.
+//! - Each business day ends ([`Branch::waiting_ends_at`]): tickets still
+//!   waiting then read `expired` (reason `business_day_ended`), or, where
+//!   the catalog says `carry_over`, stay in line under numbers that never
+//!   restart.
 //!
 //! # Store layout
+//! Every key is built in one module (`keys`); every document carries a
+//! schema version; every status change goes through one table
+//! (`record::change`).
+//!
 //! | key | value | written by |
 //! | --- | --- | --- |
-//! | `seq:{branch}:{service}:{YYYY-MM-DD}` | number counter of a local business day | `increment` only |
-//! | `slot:{branch}:{service}:{YYYY-MM-DD}:{number}` | the ticket record as issued (or `void`): the issue log | issue (`set_many`) |
-//! | `ticket:{id}` | JSON ticket record: written at issue, overwritten once with the final state (archive) | issue, finishing transitions |
-//! | `queue:{branch}` | JSON queue document: active tickets merged from the issue log, tickets finished in the last 15 min, per-service marks (last issued / last called / merged through) and last 20 service times, numbers still expected in the log | compare-and-swap only, by counters and cancels |
-//! | `idem:{purpose}:{scope}:{key}` | JSON idempotency record `{v, fp, state, at, until, data}` ([`idempotency`]); `purpose` is `ticket` or `core`; `scope` is `kiosk/{id}`, `counter/{id}` or `mobile/{customer_ref}`; `:` and `%` in scope and key are %-escaped | `set` once by the claim that won its lock, then compare-and-swap only |
-//! | `idem-lock:{purpose}:{scope}:{key}:{epoch}` | counter guarding the creation of that record, one per 10 s epoch ([`CLAIM_LOCK_EPOCH`]) | `increment` only |
-//! | `active:{branch}:{customer_ref}` | JSON `{ticket, number, at}`: the ticket a phone took last at the branch (escaped like `idem:`) | compare-and-swap only |
-//! | `rate:tickets:{branch}:{scope}:{start}`, `rate:core:{scope}:{start}` | count of one credential's window starting at unix second `start` ([`rate`]; scope as in `idem:`) | `increment`; deleted by the sweep |
-//! | `rate-log:{hour}`, `rate-log:{hour}:{n}`, `rate-swept:{hour}`, `rate-sweep` | the log of windows by the hour they end in, and the sweep's progress ([`rate`]) | `increment`, `set` once, compare-and-swap; deleted by the sweep |
+//! | `ticket:{id}` | the ticket record (JSON, `v` = [`TICKET_SCHEMA`]): the one truth about a ticket, including where it waits | `set_many` at issue, then compare-and-swap only |
+//! | `lane-seq:{lane}` | positions taken in a lane; for a `main` lane, the ticket number | `increment` only |
+//! | `lane-slot:{lane}:{pos}` | the id of the ticket placed there | `set` by its placer |
+//! | `lane-fate:{lane}:{pos}` | who decided a position first: its placer (+1) or a caller passing it while empty (+10^6) | `increment` only |
+//! | `lane-left:{lane}` | positions that stopped waiting (waiting = seq − left) | `increment` only |
+//! | `lane-head:{lane}` | lowest position that may still wait (a hint) | `set` |
+//! | `desk:{branch}:{counter}` | the ticket the counter called last | `set` |
+//! | `serving:{branch}:{service}:{day}` | the number called last (board) | `set` |
+//! | `service-time-n:{branch}:{service}`, `service-time:{branch}:{service}:{i}` | a ring of the last 20 service times | `increment`, `set` |
+//! | `idem:{purpose}:{scope}:{key}`, `idem-lock:…:{epoch}` | idempotency records and their creation locks ([`idempotency`]); `purpose` is `ticket`, `core` or `phone` (a phone's hold on a branch: the key is the branch) | lock `increment`, record `set` once by the winner, then compare-and-swap only |
+//! | `rate:…`, `rate-log:…`, `rate-swept:…`, `rate-sweep` | rate windows and their sweep ([`rate`]) | `increment`, `set` once, compare-and-swap; deleted by the sweep |
 //!
-//! Issuing writes only its own keys; the branch's queue document takes new
-//! tickets in when it is next written (see the issue log, `intake`). While a
-//! ticket is in its branch's queue document, that document is the truth about
-//! it; before and afterwards its ticket record is. Ticket ids are 128 bits
-//! from the host's secure random source and are not checked for repeats.
-//! Apart from rate windows, which requests sweep themselves ([`rate`]),
-//! nothing is ever deleted by age (no TTL in the store trait): `seq:`,
-//! `slot:`, archived `ticket:`, `idem:` and `idem-lock:` records accumulate
-//! and need an external sweep (`idem:` records older than
-//! [`IDEMPOTENCY_RETENTION`], `idem-lock:` counters older than two epochs).
+//! `{lane}` is `{branch}:{service}:{day}:{main|moved}` (`all` instead of
+//! the day where the catalog carries tickets over). How lanes stay correct
+//! when placers die or fail between their writes is in `lanes`. No
+//! operation reads a list whose length grows with the queue or with
+//! history: each reads its ticket, a fixed set of counters, and a bounded
+//! window of a lane.
+//!
+//! Decisions use only what is atomic on every store the app runs on:
+//! `increment` (a position, a fate, a claim's lock) and compare-and-swap
+//! of a key that already exists (a ticket record, an idempotency record).
+//! Spin's stores get both right on SQLite; Spin's Redis store misreports a
+//! lost compare-and-swap as won, so under `spin up` use its SQLite store
+//! (kiosk-host's Redis store is exact).
 //!
 //! The core passthrough's rules are here too: which calls may go to the
 //! core ([`CoreRoutes`], on a canonical path), who may make them
@@ -71,16 +84,19 @@ mod core_routes;
 mod core_writes;
 mod error;
 pub mod idempotency;
-mod intake;
-mod kiosk;
+mod keys;
+mod lanes;
 mod model;
-mod queue;
+mod ops;
 pub mod rate;
+mod record;
+mod service_times;
 mod store;
 
 pub use auth::{ApiKey, AuthConfig, Caller, Credential, mint_mobile_token, verify_mobile_token};
 pub use catalog::{
-    Branch, Catalog, CatalogError, Counter, DEFAULT_MAX_WAITING, Hours, Interval, Service,
+    Branch, Catalog, CatalogError, Counter, DEFAULT_MAX_WAITING, DEFAULT_SERVE_AFTER_CLOSE_MINUTES,
+    DayEnd, Hours, Interval, Service,
 };
 pub use core_routes::{CoreRoutes, CoreRoutesError, canonical_segments, core_client};
 pub use core_writes::{
@@ -89,18 +105,16 @@ pub use core_writes::{
 };
 pub use error::{DomainError, ErrorBody};
 pub use idempotency::{CLAIM_LOCK_EPOCH, IDEMPOTENCY_SCHEMA};
-pub use intake::{HOLE_LEASE, LOOKBACK_DAYS, MERGE_BATCH};
-pub use kiosk::{DEFAULT_MAX_ATTEMPTS, IDEMPOTENCY_LEASE, IDEMPOTENCY_RETENTION, Kiosk};
+pub use lanes::EXACT_AHEAD;
 pub use model::{
     CallRequest, Channel, IdempotencyKey, IssueRequest, MAX_CUSTOMER_REF_LEN,
     MAX_IDEMPOTENCY_KEY_LEN, QueueView, ServiceQueueView, TicketStatus, TicketView,
     TransferRequest, fingerprint, parse_call_request, parse_issue_request, parse_transfer_request,
 };
-pub use queue::{
-    FINISHED_RETENTION, MAX_SERVICE_TIME, MIN_SERVICE_TIME_SAMPLES, SERVICE_TIME_SAMPLES,
-    format_number,
-};
+pub use ops::{DEFAULT_MAX_ATTEMPTS, IDEMPOTENCY_LEASE, IDEMPOTENCY_RETENTION, Kiosk};
 pub use rate::{Period, Rate};
+pub use record::{REASON_DAY_ENDED, TICKET_SCHEMA, format_number};
+pub use service_times::{MAX_SERVICE_TIME, MIN_SERVICE_TIME_SAMPLES, SERVICE_TIME_SAMPLES};
 pub use store::{MemoryStore, Store, StoreError};
 
 /// Estimated wait in seconds for a ticket with `waiting_ahead` tickets before it:

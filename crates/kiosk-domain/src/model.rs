@@ -16,7 +16,8 @@ pub enum Channel {
 }
 
 /// Lifecycle of a ticket: `waiting → called → done | no_show`, `waiting → cancelled`;
-/// a transfer puts a waiting or called ticket back to `waiting` in another service.
+/// a transfer puts a waiting or called ticket back to `waiting` in another service;
+/// a ticket still waiting when its business day ends is `expired`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TicketStatus {
@@ -25,6 +26,8 @@ pub enum TicketStatus {
     Done,
     NoShow,
     Cancelled,
+    /// Still waiting when its business day ended (`reason`: `business_day_ended`).
+    Expired,
 }
 
 impl TicketStatus {
@@ -40,6 +43,7 @@ impl TicketStatus {
             TicketStatus::Done => "done",
             TicketStatus::NoShow => "no_show",
             TicketStatus::Cancelled => "cancelled",
+            TicketStatus::Expired => "expired",
         }
     }
 }
@@ -96,6 +100,10 @@ pub struct TicketView {
     pub counter: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub called_at: Option<DateTime<Utc>>,
+    /// Why an ended ticket ended without being served: `business_day_ended`
+    /// for an expired one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One service's line in a [`QueueView`].
@@ -321,6 +329,7 @@ mod tests {
             estimated_wait_s: 0,
             counter: None,
             called_at: None,
+            reason: None,
         };
         let j = serde_json::to_value(&v).unwrap();
         assert_eq!(j["status"], "no_show");

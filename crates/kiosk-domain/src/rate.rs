@@ -49,7 +49,7 @@ use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::DomainError;
-use crate::intake::decode_counter;
+use crate::lanes::decode_counter;
 use crate::store::{Store, escape_key_part};
 
 /// The length of a rate's window.
@@ -282,7 +282,10 @@ fn sweep<S: Store>(store: &S, at: i64) {
         return;
     }
     let logged = match store.get(&log_count_key(bucket)) {
-        Ok(value) => value.as_deref().and_then(decode_counter).unwrap_or(0),
+        Ok(value) => value
+            .as_deref()
+            .and_then(decode_counter)
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         Err(_) => return,
     };
     let Ok(claimed) = store.increment(&swept_key(bucket), i64::from(SWEEP_BATCH)) else {

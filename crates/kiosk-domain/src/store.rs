@@ -34,6 +34,31 @@ pub(crate) fn escape_key_part(s: &str) -> String {
     s.replace('%', "%25").replace(':', "%3A")
 }
 
+/// Parses a stored JSON document whose `v` must be `schema`; anything
+/// else is a store error naming the key, the version found and the one
+/// this build reads (the text is for logs only).
+pub(crate) fn parse_versioned<T: serde::de::DeserializeOwned>(
+    what: &str,
+    key: &str,
+    bytes: &[u8],
+    schema: u32,
+) -> Result<T, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        v: Option<u32>,
+    }
+    let unreadable = |why: String| StoreError(format!("{what} at {key:?} is not readable: {why}"));
+    let version = serde_json::from_slice::<Version>(bytes)
+        .map_err(|e| unreadable(e.to_string()))?
+        .v;
+    if version != Some(schema) {
+        return Err(unreadable(format!(
+            "schema version {version:?}, this build reads {schema}"
+        )));
+    }
+    serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))
+}
+
 /// The store operations the domain needs.
 pub trait Store {
     /// The value at `key`, or `None` if absent.

@@ -7,7 +7,7 @@ use std::sync::Barrier;
 use std::thread;
 
 use chrono::TimeDelta;
-use kiosk_domain::idempotency::{Claim, ClaimKey, Claims, Purpose};
+use kiosk_domain::idempotency::{Claim, ClaimKey, Claims, Pending, Purpose};
 use kiosk_domain::*;
 use serde_json::{Value, json};
 
@@ -29,7 +29,7 @@ fn claim<S: Store>(
     fp: &str,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<Claim<()>, DomainError> {
-    claims(s).claim(&key(), fp, Value::Null, at, |_| Ok(None))
+    claims(s).claim(&key(), fp, Value::Null, at, |_| Ok(Pending::<()>::Running))
 }
 
 fn won(c: Result<Claim<()>, DomainError>) -> kiosk_domain::idempotency::Lease {
@@ -141,7 +141,7 @@ fn a_pending_attempt_that_landed_is_replayed_through_the_callers_check() {
     let c = claims(&s);
     let _lease = c
         .claim(&key(), "fp", json!({"ticket": "t-1"}), mon_10(), |_| {
-            Ok(None::<String>)
+            Ok(Pending::<String>::Running)
         })
         .unwrap();
     let landed = c
@@ -150,7 +150,12 @@ fn a_pending_attempt_that_landed_is_replayed_through_the_callers_check() {
             "fp",
             json!({"ticket": "t-2"}),
             mon_10() + secs(1),
-            |data| Ok(data["ticket"].as_str().map(str::to_owned)),
+            |data| {
+                Ok(match data["ticket"].as_str() {
+                    Some(t) => Pending::Landed(t.to_owned()),
+                    None => Pending::Running,
+                })
+            },
         )
         .unwrap();
     assert!(
@@ -267,7 +272,12 @@ fn concurrent_ticket_retries_on_a_spin_like_store_issue_one_ticket() {
         .map(|v| v.id.as_str())
         .collect();
     assert_eq!(ids.len(), 1, "{results:?}");
-    assert_eq!(s.get("seq:demo:deposit:2026-03-02").unwrap().unwrap(), b"1");
+    assert_eq!(
+        s.get("lane-seq:demo:deposit:2026-03-02:main")
+            .unwrap()
+            .unwrap(),
+        b"1"
+    );
     // A retry after the dust settles replays the one ticket.
     let again = Kiosk::new(&c, &s)
         .issue_ticket(&kiosk_caller(), r, Some(key), mon_10() + secs(2), random())

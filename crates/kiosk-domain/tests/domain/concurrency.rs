@@ -93,7 +93,9 @@ fn eight_issuers_with_the_default_budget_leave_no_gaps() {
     let expected: BTreeSet<String> = (1..=n).map(|i| format_number('A', i)).collect();
     assert_eq!(numbers, expected);
     assert_eq!(
-        s.get("seq:demo:deposit:2026-03-02").unwrap().unwrap(),
+        s.get("lane-seq:demo:deposit:2026-03-02:main")
+            .unwrap()
+            .unwrap(),
         n.to_string().as_bytes()
     );
 }
@@ -293,7 +295,12 @@ fn concurrent_retries_with_one_key_issue_one_ticket() {
     }
     let k = Kiosk::new(&c, &s);
     assert_eq!(k.queue("demo", mon_10()).unwrap().services[0].waiting, 1);
-    assert_eq!(s.get("seq:demo:deposit:2026-03-02").unwrap().unwrap(), b"1");
+    assert_eq!(
+        s.get("lane-seq:demo:deposit:2026-03-02:main")
+            .unwrap()
+            .unwrap(),
+        b"1"
+    );
 }
 
 #[test]

@@ -4,7 +4,6 @@ mod claims;
 mod common;
 mod concurrency;
 mod idempotency;
-mod intake;
 mod limits;
 mod props;
 mod rules;

@@ -82,17 +82,19 @@ fn numbers_restart_on_the_next_local_day_in_seoul() {
     let next_local_day = t("2026-03-02T23:30:00Z");
     let v = issue_kiosk(&k, "demo", "deposit", next_local_day).unwrap();
     assert_eq!(v.number, "A-001");
-    // Yesterday's tickets still wait, earlier in line.
-    assert_eq!(v.waiting_ahead, 2);
+    // Yesterday's waiting tickets ended with their day: nobody is ahead,
+    // and no two active tickets show A-001.
+    assert_eq!(v.waiting_ahead, 0);
     let q = k.queue("demo", next_local_day).unwrap();
     assert_eq!(q.services[0].last_issued.as_deref(), Some("A-001"));
+    assert_eq!(q.services[0].waiting, 1);
     assert!(
         s.keys()
-            .contains(&"seq:demo:deposit:2026-03-03".to_string())
+            .contains(&"lane-seq:demo:deposit:2026-03-03:main".to_string())
     );
     assert!(
         s.keys()
-            .contains(&"seq:demo:deposit:2026-03-02".to_string())
+            .contains(&"lane-seq:demo:deposit:2026-03-02:main".to_string())
     );
 }
 
@@ -460,8 +462,8 @@ fn cancel_rules() {
     // Done tickets cannot be cancelled, even long after (from the archive).
     k.complete(&counter_caller(), "demo", &a.id, now + secs(8))
         .unwrap();
-    let later = now + FINISHED_RETENTION + secs(60);
-    issue_kiosk(&k, "demo", "loan", later).unwrap(); // prunes the queue document
+    let later = now + secs(3600);
+    issue_kiosk(&k, "demo", "loan", later).unwrap();
     let e = k.cancel(&mobile("c1"), &a.id, later).unwrap_err();
     assert_eq!(e.code(), "conflict");
     assert!(e.to_string().contains("done"));
@@ -489,11 +491,22 @@ fn serve_deposit<S: Store>(k: &Kiosk<'_, S>, called: chrono::DateTime<chrono::Ut
         .unwrap();
 }
 
-/// The recorded service times of `service` in the stored queue document.
+/// The recorded service times of `service`, oldest first (`null` if none).
 fn stored_service_times(s: &impl Store, service: &str) -> serde_json::Value {
-    let doc: serde_json::Value =
-        serde_json::from_slice(&s.get("queue:demo").unwrap().unwrap()).unwrap();
-    doc["services"][service]["service_times_s"].clone()
+    let Some(n) = s.get(&format!("service-time-n:demo:{service}")).unwrap() else {
+        return serde_json::Value::Null;
+    };
+    let n: u64 = String::from_utf8(n).unwrap().parse().unwrap();
+    let ring = SERVICE_TIME_SAMPLES as u64;
+    (n.saturating_sub(ring)..n)
+        .map(|i| {
+            let v = s
+                .get(&format!("service-time:demo:{service}:{}", i % ring))
+                .unwrap()
+                .unwrap();
+            serde_json::Value::from(String::from_utf8(v).unwrap().parse::<u64>().unwrap())
+        })
+        .collect()
 }
 
 #[test]
@@ -700,12 +713,13 @@ fn queue_view() {
     assert_eq!(j["services"][1]["now_serving"], serde_json::Value::Null);
     assert_eq!(j["counters_open"], serde_json::json!(["1", "2", "3"]));
 
-    // Marks are per local day: the next day shows nothing issued or served yet.
+    // Marks are per local day: the next day shows nothing issued or served
+    // yet, and yesterday's waiting tickets have expired.
     let tomorrow = now + chrono::TimeDelta::days(1);
     let q = k.queue("demo", tomorrow).unwrap();
     assert_eq!(q.services[0].last_issued, None);
     assert_eq!(q.services[0].now_serving, None);
-    assert_eq!(q.services[0].waiting, 3);
+    assert_eq!(q.services[0].waiting, 0);
 }
 
 #[test]
@@ -717,12 +731,12 @@ fn queue_view_of_a_closed_branch() {
     k.call_next(&counter_caller(), "gangnam", call("2"), mon_10())
         .unwrap()
         .unwrap();
-    // 17:00 KST: closed, counter 2 still serving.
-    let q = k.queue("gangnam", t("2026-03-02T08:00:00Z")).unwrap();
+    // 16:30 KST: closed, counter 2 still serving.
+    let q = k.queue("gangnam", t("2026-03-02T07:30:00Z")).unwrap();
     assert!(!q.open);
     assert_eq!(q.counters_open, vec!["2"]);
     assert_eq!(q.services[0].waiting, 1);
-    // Counters may keep calling after hours.
+    // Counters keep calling the customers already waiting for an hour after closing.
     k.complete(
         &counter_caller(),
         "gangnam",
@@ -730,19 +744,33 @@ fn queue_view_of_a_closed_branch() {
             .unwrap()
             .unwrap()
             .id,
-        t("2026-03-02T08:00:00Z"),
+        t("2026-03-02T07:30:00Z"),
     )
     .unwrap();
+    let last = issue_kiosk(&k, "gangnam", "deposit", mon_10()).unwrap();
     assert!(
         k.call_next(
             &counter_caller(),
             "gangnam",
             call("1"),
-            t("2026-03-02T08:00:01Z")
+            t("2026-03-02T07:30:01Z")
         )
         .unwrap()
         .is_some()
     );
+    // At 17:00 KST the day's waiting ends: what still waits is expired.
+    let end = t("2026-03-02T08:00:00Z");
+    assert_eq!(k.queue("gangnam", end).unwrap().services[0].waiting, 0);
+    assert!(
+        k.call_next(&counter_caller(), "gangnam", call("3"), end)
+            .unwrap()
+            .is_none()
+    );
+    let v = k.ticket(&counter_caller(), &last.id, end).unwrap();
+    assert_eq!(v.status, TicketStatus::Expired);
+    assert_eq!(v.reason.as_deref(), Some(REASON_DAY_ENDED));
+    let e = k.cancel(&counter_caller(), &last.id, end).unwrap_err();
+    assert!(e.to_string().contains("business day has ended"), "{e}");
 }
 
 // ------------------------------------------------------------------ counters
@@ -938,14 +966,12 @@ fn complete_and_no_show() {
         "ticket_not_found"
     );
 
-    // After the queue document dropped them (on its next write), the archive answers.
-    let later = now + FINISHED_RETENTION + secs(10);
+    // Long after, other tickets have come and gone: the records still answer.
+    let later = now + secs(3600);
     issue_kiosk(&k, "demo", "fx", later).unwrap();
     k.call_next(&staff, "demo", call("3"), later)
         .unwrap()
         .unwrap();
-    let doc = String::from_utf8(s.get("queue:demo").unwrap().unwrap()).unwrap();
-    assert!(!doc.contains(&a.id));
     assert_eq!(
         k.ticket(&staff, &a.id, later).unwrap().status,
         TicketStatus::Done
@@ -1099,7 +1125,7 @@ fn store_failures_are_store_unavailable_without_details() {
 }
 
 #[test]
-fn issuing_does_not_touch_the_queue_document() {
+fn issuing_never_swaps_a_ticket_record() {
     let c = Catalog::dev();
     let s = FaultyStore::default();
     let k = Kiosk::new(&c, &s).with_max_attempts(3);
@@ -1108,9 +1134,9 @@ fn issuing_does_not_touch_the_queue_document() {
         issue_kiosk(&k, "demo", "deposit", mon_10()).unwrap().number,
         "A-001"
     );
-    // The queue document is contended without end: counters give up with
-    // `conflict`, issuers do not notice.
-    s.with(|f| f.cas_conflict_prefix = Some("queue:".into()));
+    // Ticket records are contended without end: counters give up with
+    // `conflict`, issuers (who only create records) do not notice.
+    s.with(|f| f.cas_conflict_prefix = Some("ticket:".into()));
     let e = k
         .call_next(&staff, "demo", call("1"), mon_10())
         .unwrap_err();
@@ -1121,8 +1147,7 @@ fn issuing_does_not_touch_the_queue_document() {
     assert_eq!((m.number.as_str(), m.waiting_ahead), ("A-003", 2));
     assert_eq!(k.queue("demo", mon_10()).unwrap().services[0].waiting, 3);
     s.with(|f| f.cas_conflict_prefix = None);
-    // Once the document can be written again, the first call merges every
-    // ticket issued meanwhile and calls the oldest.
+    // Once records can be swapped again, the first call takes the oldest.
     let called = k
         .call_next(&staff, "demo", call("1"), mon_10() + secs(3))
         .unwrap()
@@ -1144,7 +1169,7 @@ fn the_default_budget_is_256_attempts() {
     let s = FaultyStore::default();
     let k = Kiosk::new(&c, &s);
     issue_kiosk(&k, "demo", "deposit", mon_10()).unwrap();
-    s.with(|f| f.cas_conflict_prefix = Some("queue:".into()));
+    s.with(|f| f.cas_conflict_prefix = Some("ticket:".into()));
     let e = k
         .call_next(&counter_caller(), "demo", call("1"), mon_10())
         .unwrap_err();
@@ -1251,8 +1276,10 @@ fn store_round_trips_per_operation() {
     let now = mon_10();
 
     let a = issue_kiosk(&k, "demo", "deposit", now).unwrap();
-    // The first request of the kiosk's rate window also logs the window and
-    // looks at the sweep's mark (set here on first use).
+    // Idempotency claim (lock, record + neighbouring locks, record), the
+    // line (lane counters and service times in one batch), the rate window
+    // (the first request of a window also logs it and looks at the sweep's
+    // mark), the number, ticket record + slot, settling the position.
     assert_eq!(
         s.take(),
         [
@@ -1266,14 +1293,11 @@ fn store_round_trips_per_operation() {
             "get",
             "cas",
             "increment",
-            "set_many"
+            "set_many",
+            "increment"
         ]
     );
     issue_kiosk(&k, "demo", "fx", now).unwrap();
-    // Idempotency claim (lock, record + neighbouring locks, record), the
-    // line (queue document and the service's day counters: its size, then
-    // the ticket's position), the rate window, number, ticket record +
-    // slot. No queue document write.
     assert_eq!(
         s.take(),
         [
@@ -1283,50 +1307,72 @@ fn store_round_trips_per_operation() {
             "get_many",
             "increment",
             "increment",
-            "set_many"
+            "set_many",
+            "increment"
         ]
     );
     issue_mobile(&k, "c1", "demo", "deposit", now).unwrap();
-    // The phone's claim is read first and compare-and-swapped after the
-    // number; this phone's first window is logged (the sweep has nothing
-    // old enough yet).
+    // The phone's hold on the branch is a claim like an idempotency key's.
     assert_eq!(
         s.take(),
         [
-            "get",
+            "increment",
+            "get_many",
+            "set",
             "get_many",
             "increment",
             "increment",
             "set",
             "get",
             "increment",
-            "cas",
-            "set_many"
+            "set_many",
+            "increment"
         ]
     );
 
+    // A ticket: its record, then its line (nobody ahead to count).
     k.ticket(&staff, &a.id, now).unwrap();
     assert_eq!(s.take(), ["get", "get_many"]);
-    // The board: document, counters, the two slots not merged yet.
+    // The board: one batch, however long the queue.
     k.queue("demo", now).unwrap();
-    assert_eq!(s.take(), ["get", "get_many", "get_many"]);
+    assert_eq!(s.take(), ["get_many"]);
 
-    // A call merges the two new tickets in the same write.
+    // A call: the desk, the lines, the first window of each lane with
+    // tickets (slots, then records), then desk, record, the lane's left
+    // count, its head and the board's "now serving".
     k.call_next(&staff, "demo", call("1"), now)
         .unwrap()
         .unwrap();
-    assert_eq!(s.take(), ["get", "get_many", "get_many", "cas"]);
+    assert_eq!(
+        s.take(),
+        [
+            "get",
+            "get_many",
+            "get_many",
+            "get_many",
+            "get_many",
+            "get_many",
+            "set",
+            "cas",
+            "increment",
+            "set",
+            "set"
+        ]
+    );
     k.queue("demo", now).unwrap();
-    assert_eq!(s.take(), ["get", "get_many"]);
+    assert_eq!(s.take(), ["get_many"]);
     k.recall(&staff, "demo", "1", now).unwrap().unwrap();
-    assert_eq!(s.take(), ["get"]);
+    assert_eq!(s.take(), ["get", "get"]);
     k.complete(&staff, "demo", &a.id, now).unwrap();
-    assert_eq!(s.take(), ["get", "get_many", "cas", "set"]);
+    assert_eq!(s.take(), ["get", "cas"]);
     k.ticket(&staff, &a.id, now).unwrap();
     assert_eq!(s.take(), ["get"]);
 
     let b = issue_kiosk(&k, "demo", "loan", now).unwrap();
     s.take();
+    // A transfer places the ticket in the target's `moved` lane (position,
+    // record, slot, settle), counts it out of its old lane, then answers
+    // its position there.
     k.transfer(
         &staff,
         "demo",
@@ -1337,15 +1383,34 @@ fn store_round_trips_per_operation() {
         now,
     )
     .unwrap();
-    assert_eq!(s.take(), ["get", "get_many", "get_many", "cas"]);
+    assert_eq!(
+        s.take(),
+        [
+            "get",
+            "increment",
+            "cas",
+            "set",
+            "increment",
+            "increment",
+            "get_many",
+            "get_many",
+            "get_many"
+        ]
+    );
     k.cancel(&staff, &b.id, now).unwrap();
-    assert_eq!(s.take(), ["get", "get", "get_many", "cas", "set"]);
+    assert_eq!(s.take(), ["get", "cas", "increment"]);
 
-    // Nobody waiting for loans and nothing new to merge: reads only.
+    // Nobody waiting for loans: the loan lane's window is read once, and
+    // its head moves past what is gone so the next call starts there.
     let loans = CallRequest {
         counter: "2".into(),
         services: Some(vec!["loan".into()]),
     };
+    assert_eq!(
+        k.call_next(&staff, "demo", loans.clone(), now).unwrap(),
+        None
+    );
+    assert_eq!(s.take(), ["get", "get_many", "get_many", "get_many", "set"]);
     assert_eq!(k.call_next(&staff, "demo", loans, now).unwrap(), None);
     assert_eq!(s.take(), ["get", "get_many"]);
 }

@@ -4,6 +4,7 @@ mod claims;
 mod common;
 mod concurrency;
 mod idempotency;
+mod lanes;
 mod limits;
 mod props;
 mod rules;

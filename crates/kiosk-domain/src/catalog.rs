@@ -90,6 +90,27 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> CatalogError {
 pub struct Catalog {
     branches: Vec<Branch>,
     core_calls: Rate,
+    retention: Retention,
+}
+
+/// How long ended state is kept (the catalog's top-level `"retention"`:
+/// `{"tickets_days": 35, "idempotency_hours": 24}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Ticket records, their lane positions and each day's lane counters
+    /// (and a phone's hold on a branch), counted from issue.
+    pub tickets: chrono::TimeDelta,
+    /// Idempotency records of ticket issues, counted from the first request.
+    pub idempotency: chrono::TimeDelta,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            tickets: crate::retention::DEFAULT_TICKET_RETENTION,
+            idempotency: crate::IDEMPOTENCY_RETENTION,
+        }
+    }
 }
 
 /// A bank branch.
@@ -231,9 +252,37 @@ impl Catalog {
             }
             branches.push(branch);
         }
+        let retention = match raw.retention {
+            None => Retention::default(),
+            Some(r) => {
+                let d = Retention::default();
+                let tickets = r.tickets_days.map_or(Ok(d.tickets), |days| {
+                    if (1..=3660).contains(&days) {
+                        Ok(chrono::TimeDelta::days(i64::from(days)))
+                    } else {
+                        Err(err("retention.tickets_days", "must be 1 to 3660 days"))
+                    }
+                })?;
+                let idempotency = r.idempotency_hours.map_or(Ok(d.idempotency), |h| {
+                    if (1..=24 * 366).contains(&h) {
+                        Ok(chrono::TimeDelta::hours(i64::from(h)))
+                    } else {
+                        Err(err(
+                            "retention.idempotency_hours",
+                            "must be 1 to 8784 hours",
+                        ))
+                    }
+                })?;
+                Retention {
+                    tickets,
+                    idempotency,
+                }
+            }
+        };
         Ok(Catalog {
             branches,
             core_calls,
+            retention,
         })
     }
 
@@ -241,6 +290,11 @@ impl Catalog {
     /// `limits.core_calls`).
     pub fn core_calls(&self) -> Rate {
         self.core_calls
+    }
+
+    /// How long ended state is kept.
+    pub fn retention(&self) -> Retention {
+        self.retention
     }
 
     pub fn branches(&self) -> &[Branch] {
@@ -394,7 +448,19 @@ fn check_id(path: impl FnOnce() -> String, id: &str) -> Result<(), CatalogError>
 struct RawCatalog {
     #[serde(default)]
     limits: Option<RawLimits>,
+    #[serde(default)]
+    retention: Option<RawRetention>,
     branches: Vec<RawBranch>,
+}
+
+/// Top-level `"retention"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    #[serde(default)]
+    tickets_days: Option<u32>,
+    #[serde(default)]
+    idempotency_hours: Option<u32>,
 }
 
 /// Top-level `"limits"`.

@@ -47,6 +47,7 @@ use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::error::DomainError;
+use crate::retention;
 use crate::store::{Store, StoreError, escape_key_part, parse_versioned};
 
 /// Version of the record format this build writes and reads.
@@ -306,13 +307,29 @@ impl<'a, S: Store> Claims<'a, S> {
             .store
             .get_many(&[key.record.clone(), key.lock(epoch - 1), key.lock(epoch + 1)])?
             .into_iter();
-        if let Some(current) = seen.next().flatten() {
+        let current = seen.next().flatten();
+        let neighbours_idle = seen.all(|v| v.as_deref().is_none_or(counter_is_zero));
+        let wins = n == 1 && neighbours_idle && current.is_none();
+        if n == 1 {
+            // The first claimant of an epoch logs its lock for deletion
+            // (with the record it creates, when it wins).
+            let (due, keys) = if wins {
+                (
+                    now + self.retention + self.lease,
+                    vec![key.record.clone(), lock.clone()],
+                )
+            } else {
+                (now + CLAIM_LOCK_EPOCH * 3, vec![lock.clone()])
+            };
+            retention::CLAIMS.record(self.store, due, &keys);
+            retention::CLAIMS.sweep(self.store, now);
+        }
+        if let Some(current) = current {
             // Locks only guard creation; an existing record is decided on
             // its own, whatever the counter says.
             return Ok(Some(current));
         }
-        let neighbours_idle = seen.all(|v| v.as_deref().is_none_or(counter_is_zero));
-        if n == 1 && neighbours_idle {
+        if wins {
             if let Err(e) = self.store.set(&key.record, &mine.to_bytes()) {
                 // Written or not, nobody is served by the lock any more: a
                 // record that landed is decided on its own.

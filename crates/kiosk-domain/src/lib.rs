@@ -58,7 +58,14 @@
 //! | `serving:{branch}:{service}:{day}` | the number called last (board) | `set` |
 //! | `service-time-n:{branch}:{service}`, `service-time:{branch}:{service}:{i}` | a ring of the last 20 service times | `increment`, `set` |
 //! | `idem:{purpose}:{scope}:{key}`, `idem-lock:…:{epoch}` | idempotency records and their creation locks ([`idempotency`]); `purpose` is `ticket`, `core` or `phone` (a phone's hold on a branch: the key is the branch) | lock `increment`, record `set` once by the winner, then compare-and-swap only |
-//! | `rate:…`, `rate-log:…`, `rate-swept:…`, `rate-sweep` | rate windows and their sweep ([`rate`]) | `increment`, `set` once, compare-and-swap; deleted by the sweep |
+//! | `rate:…` | rate windows ([`rate`]) | `increment`; deleted by the sweep |
+//! | `{log}-log:{hour}`, `{log}-log:{hour}:{n}`, `{log}-swept:{hour}`, `{log}-sweep` | retention logs `rate`, `gc-tickets`, `gc-claims`: the keys falling due in each hour, and the sweep's progress (`retention`) | `increment`, `set`; deleted by the sweep |
+//!
+//! Nothing grows without end: a ticket's record, slot and fate, each
+//! day's lane counters, idempotency records, phone holds, claim locks and
+//! rate windows are logged when created and deleted once their retention
+//! has passed (the catalog's `retention`: tickets 35 days after issue,
+//! idempotency records 24 hours), a few per request that passes.
 //!
 //! `{lane}` is `{branch}:{service}:{day}:{main|moved}` (`all` instead of
 //! the day where the catalog carries tickets over). How lanes stay correct
@@ -90,6 +97,7 @@ mod model;
 mod ops;
 pub mod rate;
 mod record;
+mod retention;
 mod service_times;
 mod store;
 

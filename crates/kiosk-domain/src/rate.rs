@@ -18,38 +18,20 @@
 //!
 //! # Sweeping old windows
 //!
-//! The store has no expiry and the app never lists keys, so windows are
-//! logged where a sweep can find them by time alone:
-//!
-//! | key | value |
-//! | --- | --- |
-//! | `rate:{subject}:{start}` | the window's count (`increment` only) |
-//! | `rate-log:{bucket}` | how many windows ending in hour `bucket` were logged (`increment`) |
-//! | `rate-log:{bucket}:{n}` | the name of the `n`th of them |
-//! | `rate-swept:{bucket}` | how many of them sweepers have claimed (`increment`) |
-//! | `rate-sweep` | the oldest hour bucket not yet swept (decimal; compare-and-swap) |
-//!
-//! The request that opens a window (its increment returned 1) logs it in
-//! the bucket of the hour its window ends in (`end / 3600`), then sweeps a
-//! little: it claims up to [`SWEEP_BATCH`] entries of the oldest unswept
-//! bucket, if that bucket ended at least an hour ago, and deletes the
-//! windows they name and the entries; a bucket whose entries are all
-//! claimed is finished (its two counters deleted, `rate-sweep` moved on).
-//! So each window logged deletes up to two older ones: the keys alive are
-//! those of the last two hours plus whatever traffic has not yet caught up
-//! on, and a request never does more than a fixed number of store calls
-//! (at most 2 to log and 11 to sweep, only when it opens a window).
-//!
-//! Housekeeping failures never fail a request; their cost is a window key
-//! left behind. Hosts sharing a store must agree on the time to within an
-//! hour (windows are swept an hour after their bucket ends).
+//! The request that opens a window (its increment returned 1) logs the
+//! window's key in the `rate` retention log, due an hour after the window
+//! ends, and takes one sweep step ([`crate::retention`]): each window
+//! logged deletes up to two older ones, so the keys alive are those of the
+//! last two hours plus whatever traffic has not yet caught up on, and a
+//! request never does more than a fixed number of extra store calls (only
+//! when it opens a window).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::DomainError;
-use crate::lanes::decode_counter;
+use crate::retention;
 use crate::store::{Store, escape_key_part};
 
 /// The length of a rate's window.
@@ -196,26 +178,6 @@ pub fn rate_key(subject: &Subject<'_>, window_start: i64) -> String {
     format!("rate:{}:{window_start}", subject.key_part())
 }
 
-/// Width of the buckets old windows are logged in (an hour).
-pub const SWEEP_BUCKET_S: i64 = 3600;
-
-/// Log entries one sweep claims.
-pub const SWEEP_BATCH: u32 = 2;
-
-const SWEEP_MARK: &str = "rate-sweep";
-
-fn log_count_key(bucket: i64) -> String {
-    format!("rate-log:{bucket}")
-}
-
-fn log_entry_key(bucket: i64, n: u32) -> String {
-    format!("rate-log:{bucket}:{n}")
-}
-
-fn swept_key(bucket: i64) -> String {
-    format!("rate-swept:{bucket}")
-}
-
 /// Admits one more request of `subject` under `rate` at `now`, or refuses it
 /// with `rate_limited` (and the seconds until its window ends). One
 /// `increment`; the request that opens a window also logs it and sweeps old
@@ -232,8 +194,10 @@ pub fn admit<S: Store>(
     let key = rate_key(subject, window.start);
     let count = store.increment(&key, 1)?;
     if count == 1 {
-        log_window(store, &key, window);
-        sweep(store, at);
+        // Deleted an hour after the window ends (see `crate::retention`).
+        let end = DateTime::from_timestamp(window.end, 0).unwrap_or(now);
+        retention::RATE.record(store, end + TimeDelta::hours(1), &[key]);
+        retention::RATE.sweep(store, now);
     }
     if count > i64::from(rate.limit) {
         let retry_after_s = window.retry_after_s(at);
@@ -248,75 +212,6 @@ pub fn admit<S: Store>(
         });
     }
     Ok(())
-}
-
-/// Records `key` in the log of the hour its window ends in.
-fn log_window<S: Store>(store: &S, key: &str, window: Window) {
-    let bucket = window.end.div_euclid(SWEEP_BUCKET_S);
-    if let Ok(n) = store.increment(&log_count_key(bucket), 1)
-        && let Ok(n) = u32::try_from(n)
-    {
-        let _ = store.set(&log_entry_key(bucket, n), key.as_bytes());
-    }
-}
-
-/// One bounded step of the sweep: up to [`SWEEP_BATCH`] windows of the
-/// oldest unswept bucket, if it ended at least a bucket ago. At most 11
-/// store calls; errors end the step.
-fn sweep<S: Store>(store: &S, at: i64) {
-    let current = at.div_euclid(SWEEP_BUCKET_S);
-    let Ok(mark) = store.get(SWEEP_MARK) else {
-        return;
-    };
-    let Some(bucket) = mark
-        .as_deref()
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|s| s.parse::<i64>().ok())
-    else {
-        // First use (or an unreadable mark): nothing logged so far ends
-        // before the current bucket.
-        let _ = store.compare_and_swap(SWEEP_MARK, mark.as_deref(), current.to_string().as_bytes());
-        return;
-    };
-    if bucket.saturating_add(2) > current {
-        return;
-    }
-    let logged = match store.get(&log_count_key(bucket)) {
-        Ok(value) => value
-            .as_deref()
-            .and_then(decode_counter)
-            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
-        Err(_) => return,
-    };
-    let Ok(claimed) = store.increment(&swept_key(bucket), i64::from(SWEEP_BATCH)) else {
-        return;
-    };
-    let last = u32::try_from(claimed).unwrap_or(u32::MAX);
-    let first = last.saturating_sub(SWEEP_BATCH - 1).max(1);
-    let entries: Vec<String> = (first..=last.min(logged))
-        .map(|n| log_entry_key(bucket, n))
-        .collect();
-    if !entries.is_empty()
-        && let Ok(names) = store.get_many(&entries)
-    {
-        for (entry, name) in entries.iter().zip(names) {
-            if let Some(name) = name.as_deref().and_then(|n| std::str::from_utf8(n).ok()) {
-                let _ = store.delete(name);
-            }
-            let _ = store.delete(entry);
-        }
-    }
-    if last >= logged {
-        // Every entry is claimed: the bucket is done. A sweeper racing
-        // this one on the same bucket finishes it the same way.
-        let _ = store.compare_and_swap(
-            SWEEP_MARK,
-            Some(bucket.to_string().as_bytes()),
-            (bucket + 1).to_string().as_bytes(),
-        );
-        let _ = store.delete(&log_count_key(bucket));
-        let _ = store.delete(&swept_key(bucket));
-    }
 }
 
 #[cfg(test)]

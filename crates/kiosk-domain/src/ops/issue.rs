@@ -3,7 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{IDEMPOTENCY_LEASE, IDEMPOTENCY_RETENTION, Kiosk, take_position};
+use super::{IDEMPOTENCY_LEASE, Kiosk, take_position};
 use crate::auth::Caller;
 use crate::catalog::{Branch, Service};
 use crate::error::DomainError;
@@ -15,11 +15,9 @@ use crate::model::{
 };
 use crate::rate;
 use crate::record::{FirstAnswer, TICKET_SCHEMA, TicketRecord};
+use crate::retention;
 use crate::service_times;
 use crate::store::{Store, StoreError};
-
-/// A phone's claim on a branch lasts as long as its ticket can be active.
-const PHONE_CLAIM_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(400);
 
 /// What a pending claim records ([`crate::idempotency`]): the id the
 /// ticket gets. A retry replays that ticket once its record landed; a
@@ -100,8 +98,12 @@ impl<'a, S: Store> Kiosk<'a, S> {
         };
         let id = crate::ticket_id(random);
 
-        let claims = Claims::new(self.store, IDEMPOTENCY_LEASE, IDEMPOTENCY_RETENTION)
-            .with_max_attempts(self.max_attempts);
+        let claims = Claims::new(
+            self.store,
+            IDEMPOTENCY_LEASE,
+            self.catalog.retention().idempotency,
+        )
+        .with_max_attempts(self.max_attempts);
         let lease = match (&idempotency, caller) {
             (None, Caller::Kiosk { .. }) => return Err(DomainError::IdempotencyKeyRequired),
             (None, _) => None,
@@ -267,6 +269,15 @@ impl<'a, S: Store> Kiosk<'a, S> {
             (keys::ticket(id), bytes.clone()),
             (lane.slot(number), id.as_bytes().to_vec()),
         ])?;
+        // What this ticket leaves behind goes after the retention; the
+        // first number of a lane day also logs that day's counters.
+        let mut garbage = vec![keys::ticket(id), lane.slot(number), lane.fate(number)];
+        if number == 1 && day.is_some() {
+            garbage.extend(day_keys(branch, service, day));
+        }
+        let due = now + self.catalog.retention().tickets;
+        retention::TICKETS.record(self.store, due, &garbage);
+        retention::TICKETS.sweep(self.store, now);
         let (placed, _) = self.settle_or_move(record, bytes)?;
         Ok(placed.first_view())
     }
@@ -280,8 +291,12 @@ impl<'a, S: Store> Kiosk<'a, S> {
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<(Claims<'a, S>, Lease), DomainError> {
-        let claims = Claims::new(self.store, IDEMPOTENCY_LEASE, PHONE_CLAIM_RETENTION)
-            .with_max_attempts(self.max_attempts);
+        let claims = Claims::new(
+            self.store,
+            IDEMPOTENCY_LEASE,
+            self.catalog.retention().tickets,
+        )
+        .with_max_attempts(self.max_attempts);
         let key = ClaimKey::new(Purpose::Phone, caller, &branch.id);
         let held = claims.claim(&key, "phone", claim_data(id), now, |data| {
             let Ok(claim) = TicketClaim::deserialize(data) else {
@@ -323,4 +338,14 @@ fn claim_data(id: &str) -> serde_json::Value {
         ticket: id.to_owned(),
     })
     .expect("ticket claims serialize")
+}
+
+/// The counters of a service's lanes on a lane day, and its board mark.
+fn day_keys(branch: &Branch, service: &Service, day: Option<chrono::NaiveDate>) -> Vec<String> {
+    let mut keys: Vec<String> = lanes::lanes(&branch.id, &service.id, day)
+        .iter()
+        .flat_map(|lane| [lane.seq(), lane.left(), lane.head()])
+        .collect();
+    keys.push(keys::serving(&branch.id, &service.id, day));
+    keys
 }

@@ -15,6 +15,7 @@ use crate::keys::{self, Lane, LaneKind};
 use crate::lanes::{self, Counts};
 use crate::model::TicketView;
 use crate::record::TicketRecord;
+use crate::retention;
 use crate::service_times;
 use crate::store::{Store, StoreError};
 
@@ -210,6 +211,11 @@ impl<'a, S: Store> Kiosk<'a, S> {
                 return Ok(None);
             };
             self.store.set(&lane.slot(pos), next.id.as_bytes())?;
+            retention::TICKETS.record(
+                self.store,
+                next.issued_at + self.catalog.retention().tickets,
+                &[lane.slot(pos), lane.fate(pos)],
+            );
             if lanes::settle(self.store, &lane, pos)? {
                 return Ok(Some((next, written)));
             }

@@ -247,9 +247,16 @@ fn a_phone_racing_itself_gets_one_ticket() {
     });
     let ok: Vec<&TicketView> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(ok.len(), 1);
+    // The others learn the phone holds a ticket, or, while the winner is
+    // still writing it, that another request of theirs is taking one.
     for r in &results {
         if let Err(e) = r {
-            assert_eq!(e.code(), "already_has_ticket");
+            assert!(
+                e.code() == "already_has_ticket"
+                    || (e.code() == "conflict"
+                        && e.to_string().contains("another request of yours")),
+                "{e:?}"
+            );
         }
     }
     let k = Kiosk::new(&c, &s);

@@ -7,4 +7,5 @@ mod idempotency;
 mod lanes;
 mod limits;
 mod props;
+mod retention;
 mod rules;

@@ -1276,24 +1276,34 @@ fn store_round_trips_per_operation() {
     let now = mon_10();
 
     let a = issue_kiosk(&k, "demo", "deposit", now).unwrap();
-    // Idempotency claim (lock, record + neighbouring locks, record), the
-    // line (lane counters and service times in one batch), the rate window
-    // (the first request of a window also logs it and looks at the sweep's
-    // mark), the number, ticket record + slot, settling the position.
+    // Idempotency claim (lock, record + neighbouring locks, then the first
+    // claimant of an epoch logs what it creates for retention and takes a
+    // sweep step, then the record), the line (lane counters and service
+    // times in one batch), the rate window (the first request of a window
+    // also logs it and sweeps), the number, ticket record + slot, its
+    // retention entry and sweep step, settling the position.
     assert_eq!(
         s.take(),
         [
             "increment",
             "get_many",
+            "increment",
+            "set",
+            "get",
+            "set",
             "set",
             "get_many",
             "increment",
             "increment",
             "set",
             "get",
-            "cas",
+            "set",
             "increment",
             "set_many",
+            "increment",
+            "set",
+            "get",
+            "set",
             "increment"
         ]
     );
@@ -1303,11 +1313,17 @@ fn store_round_trips_per_operation() {
         [
             "increment",
             "get_many",
+            "increment",
+            "set",
+            "get",
             "set",
             "get_many",
             "increment",
             "increment",
             "set_many",
+            "increment",
+            "set",
+            "get",
             "increment"
         ]
     );
@@ -1318,6 +1334,9 @@ fn store_round_trips_per_operation() {
         [
             "increment",
             "get_many",
+            "increment",
+            "set",
+            "get",
             "set",
             "get_many",
             "increment",
@@ -1326,6 +1345,9 @@ fn store_round_trips_per_operation() {
             "get",
             "increment",
             "set_many",
+            "increment",
+            "set",
+            "get",
             "increment"
         ]
     );
@@ -1389,6 +1411,8 @@ fn store_round_trips_per_operation() {
             "get",
             "increment",
             "cas",
+            "set",
+            "increment",
             "set",
             "increment",
             "increment",

@@ -7,14 +7,13 @@
 //! clock (`now`) and randomness (`random`) are passed in.
 //!
 //! # Rules in brief
-//! - Numbers run per branch, per service, per local business day (the
-//!   calendar date in the branch's time zone), from 1, displayed `A-007`.
-//!   They are taken with the store's atomic `increment`, so they never repeat.
-//!   **Gaps**: a number is skipped only when its ticket is given up after
-//!   the number was taken: a concurrent request gave the same phone an
-//!   active ticket first (`already_has_ticket`), or the store failed before
-//!   the ticket was written (`store_unavailable`; the number becomes a gap
-//!   once [`HOLE_LEASE`] has passed).
+//! - Numbers run per branch, per service, per business day (see
+//!   [`Branch::business_day`]), from 1, displayed `A-007`. They are taken
+//!   with the store's atomic `increment`, so they never repeat. **Gaps**: a
+//!   number is skipped only when its ticket is given up after the number
+//!   was taken: the store failed before the ticket was written
+//!   (`store_unavailable`), or its issuer died; a counter walking past such
+//!   a number gives it up for good once a later ticket is written.
 //! - Tickets are issued only within business hours (`branch_closed`, 409),
 //!   and only while fewer than the service's `max_waiting` tickets wait in
 //!   its queue (`queue_full`, 409; approximate by the number of issuers

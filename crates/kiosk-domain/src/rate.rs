@@ -20,7 +20,7 @@
 //!
 //! The request that opens a window (its increment returned 1) logs the
 //! window's key in the `rate` retention log, due an hour after the window
-//! ends, and takes one sweep step ([`crate::retention`]): each window
+//! ends, and takes one sweep step (the crate's `retention` module): each window
 //! logged deletes up to two older ones, so the keys alive are those of the
 //! last two hours plus whatever traffic has not yet caught up on, and a
 //! request never does more than a fixed number of extra store calls (only

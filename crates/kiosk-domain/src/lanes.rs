@@ -213,55 +213,53 @@ pub(crate) fn raise_head<S: Store>(store: &S, lane: &Lane, from: u32, head: u32)
 }
 
 /// The first live entry of `lane` from its head, passing gone and void
-/// positions (at most [`MAX_WALK`]); saves the new head. An open position
-/// is passed only when a later position is decided (its placer is slow
-/// or dead, not merely the last one still writing).
+/// positions (at most [`MAX_WALK`]); saves the new head. Open positions
+/// are passed only once a later position is decided (their placers are
+/// slow or dead, not merely the last ones still writing); open positions
+/// at the end of the lane are left to their placers.
 pub(crate) fn first_live<S: Store>(
     store: &S,
     lane: &Lane,
     counts: Counts,
 ) -> Result<Option<(TicketRecord, Vec<u8>)>, DomainError> {
-    let mut head = counts.head;
     let end = counts.taken + 1;
-    let mut walked = 0;
-    let mut found = None;
-    'walk: while head < end && walked < MAX_WALK {
-        let to = (head + SCAN_BATCH).min(end);
-        let entries = read_entries(store, &[(lane, head, to)])?
-            .pop()
-            .unwrap_or_default();
-        let last_decided = entries
-            .iter()
-            .rposition(|(_, e)| !matches!(e, Entry::Open))
-            .map(|i| entries[i].0);
-        for (pos, entry) in entries {
-            match entry {
-                Entry::Live(record, bytes) => {
-                    found = Some((*record, bytes));
-                    break 'walk;
+    let start = counts.head;
+    // A placer that settles while we pass its position sends us back to
+    // read it; each does so once, so this ends.
+    'walk: for _ in 0..=SCAN_BATCH {
+        let mut pos = start;
+        let mut opens: Vec<u32> = Vec::new();
+        while pos < end && pos - start < MAX_WALK {
+            let to = (pos + SCAN_BATCH).min(end);
+            let entries = read_entries(store, &[(lane, pos, to)])?
+                .pop()
+                .unwrap_or_default();
+            for (p, entry) in entries {
+                if let Entry::Open = entry {
+                    opens.push(p);
+                    continue;
                 }
-                Entry::Gone => head = pos + 1,
-                Entry::Open => {
-                    // Only pass it if something after it is decided.
-                    if last_decided.is_none_or(|d| d < pos) {
-                        break 'walk;
-                    }
-                    match pass(store, lane, pos)? {
+                // Something after them is decided: pass the open ones.
+                for o in opens.drain(..) {
+                    match pass(store, lane, o)? {
                         Pass::VoidedFirst => {
                             let _ = store.increment(&lane.left(), 1);
-                            head = pos + 1;
                         }
-                        Pass::Voided => head = pos + 1,
-                        // Settled meanwhile: read from here again.
+                        Pass::Voided => {}
                         Pass::Placed => continue 'walk,
                     }
                 }
+                if let Entry::Live(record, bytes) = entry {
+                    raise_head(store, lane, start, p);
+                    return Ok(Some((*record, bytes)));
+                }
             }
+            pos = to;
         }
-        walked += SCAN_BATCH;
+        raise_head(store, lane, start, opens.first().copied().unwrap_or(pos));
+        return Ok(None);
     }
-    raise_head(store, lane, counts.head, head);
-    Ok(found)
+    Ok(None)
 }
 
 /// Live entries of `lane` in `from..to` (at most [`EXACT_AHEAD`] positions

@@ -295,3 +295,25 @@ fn catalog_day_rules_are_checked() {
         assert!(e.contains(needle), "{e}");
     }
 }
+
+#[test]
+fn a_long_run_of_dead_issuers_does_not_hide_the_ticket_behind_them() {
+    let c = busy_catalog();
+    let s = MemoryStore::new();
+    let k = Kiosk::new(&c, &s);
+    let staff = counter_caller();
+    let now = mon_10();
+    // 40 issuers took numbers and died: more than one batch of empty slots.
+    for _ in 0..40 {
+        s.increment("lane-seq:busy:deposit:2026-03-02:main", 1)
+            .unwrap();
+    }
+    let t = issue_kiosk(&k, "busy", "deposit", now).unwrap();
+    assert_eq!(t.number, "A-041");
+    let called = k
+        .call_next(&staff, "busy", call("1"), now)
+        .unwrap()
+        .unwrap();
+    assert_eq!(called.id, t.id);
+    assert_eq!(k.queue("busy", now).unwrap().services[0].waiting, 0);
+}

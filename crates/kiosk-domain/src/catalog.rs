@@ -146,6 +146,13 @@ pub enum DayEnd {
     CarryOver,
 }
 
+/// Around each day start of a branch whose waiting tickets expire, issuing
+/// pauses this long on either side, and the old day's waiting ends this
+/// long before: hosts whose clocks differ by less than this never see a
+/// ticket of the old day still waiting next to the new day's ticket with
+/// the same number.
+pub const DAY_CHANGE_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 /// Default of a branch's `serve_after_close_minutes`.
 pub const DEFAULT_SERVE_AFTER_CLOSE_MINUTES: u16 = 60;
 
@@ -360,7 +367,8 @@ impl Branch {
             return None;
         }
         let next = day.succ_opt()?;
-        let next_start = self.local_instant(next, u32::from(self.day_starts_at))?;
+        let next_start =
+            self.local_instant(next, u32::from(self.day_starts_at))? - DAY_CHANGE_MARGIN;
         let Hours::Weekly(days) = &self.hours else {
             return Some(next_start);
         };
@@ -374,6 +382,21 @@ impl Branch {
             })
             .map_or(next_start, |t| t.min(next_start));
         Some(end)
+    }
+
+    /// When issuing resumes if `at` falls in the pause around a day start
+    /// ([`DAY_CHANGE_MARGIN`]; branches that carry tickets over never pause).
+    pub fn day_change_until(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.carries_over() {
+            return None;
+        }
+        let day = self.business_day(at);
+        let start = self.local_instant(day, u32::from(self.day_starts_at))?;
+        if at < start + DAY_CHANGE_MARGIN {
+            return Some(start + DAY_CHANGE_MARGIN);
+        }
+        let next = self.local_instant(day.succ_opt()?, u32::from(self.day_starts_at))?;
+        (at >= next - DAY_CHANGE_MARGIN).then_some(next + DAY_CHANGE_MARGIN)
     }
 
     /// Whether the branch issues tickets at `at`.

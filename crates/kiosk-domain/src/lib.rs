@@ -102,8 +102,8 @@ mod store;
 
 pub use auth::{ApiKey, AuthConfig, Caller, Credential, mint_mobile_token, verify_mobile_token};
 pub use catalog::{
-    Branch, Catalog, CatalogError, Counter, DEFAULT_MAX_WAITING, DEFAULT_SERVE_AFTER_CLOSE_MINUTES,
-    DayEnd, Hours, Interval, Service,
+    Branch, Catalog, CatalogError, Counter, DAY_CHANGE_MARGIN, DEFAULT_MAX_WAITING,
+    DEFAULT_SERVE_AFTER_CLOSE_MINUTES, DayEnd, Hours, Interval, Retention, Service,
 };
 pub use core_routes::{CoreRoutes, CoreRoutesError, canonical_segments, core_client};
 pub use core_writes::{

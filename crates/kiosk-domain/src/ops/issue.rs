@@ -185,10 +185,15 @@ impl<'a, S: Store> Kiosk<'a, S> {
         now: DateTime<Utc>,
         maybe_written: &mut bool,
     ) -> Result<TicketView, DomainError> {
-        if !branch.is_open_at(now) {
+        let closed_until = if branch.is_open_at(now) {
+            branch.day_change_until(now).map(Some)
+        } else {
+            Some(branch.next_opening(now))
+        };
+        if let Some(next_open) = closed_until {
             return Err(DomainError::BranchClosed {
                 branch: branch.id.clone(),
-                next_open: branch.next_opening(now).map(|t| {
+                next_open: next_open.map(|t| {
                     t.with_timezone(&branch.time_zone)
                         .to_rfc3339_opts(SecondsFormat::Secs, true)
                 }),

@@ -196,9 +196,16 @@ fn a_ticket_issued_before_midnight_ends_with_its_day_and_frees_the_phone() {
     let s = MemoryStore::new();
     let k = Kiosk::new(&c, &s);
     let staff = counter_caller();
-    // demo is open around the clock in Seoul; 23:59:59.9 KST on 2026-03-02.
-    let before = t("2026-03-02T14:59:59.900Z");
-    let after = t("2026-03-02T15:00:00.100Z");
+    // demo is open around the clock in Seoul. Issuing pauses from 23:59 to
+    // 00:01, and the day's waiting ends at 23:59, so hosts whose clocks
+    // differ by less than a minute agree on which day a ticket belongs to.
+    let e = issue_mobile(&k, "c1", "demo", "deposit", t("2026-03-02T14:59:30Z")).unwrap_err();
+    assert_eq!(e.code(), "branch_closed");
+    assert!(e.to_string().contains("2026-03-03T00:01:00+09:00"), "{e}");
+    // 23:58:59.9 KST, the last moment of the day; a counter's clock is
+    // already past 23:59.
+    let before = t("2026-03-02T14:58:59.900Z");
+    let after = t("2026-03-02T14:59:00.100Z");
     let late = issue_mobile(&k, "c1", "demo", "deposit", before).unwrap();
     assert_eq!(late.status, TicketStatus::Waiting);
     // The counter's clock is already on the next business day.
@@ -211,6 +218,7 @@ fn a_ticket_issued_before_midnight_ends_with_its_day_and_frees_the_phone() {
         "conflict"
     );
     // Today's numbering starts afresh, and no active ticket shares A-001.
+    let after = t("2026-03-02T15:01:00Z");
     let today = issue_mobile(&k, "c1", "demo", "deposit", after).unwrap();
     assert_eq!((today.number.as_str(), today.waiting_ahead), ("A-001", 0));
     let called = k
@@ -262,19 +270,25 @@ fn a_day_that_starts_at_four_ends_its_waiting_tickets_at_four() {
     let v = issue_kiosk(&k, "air", "deposit", night).unwrap();
     assert_eq!(v.number, "A-002");
     let b = c.branch("air").unwrap();
-    assert_eq!(
-        b.waiting_ends_at(b.business_day(night)),
-        Some(t("2026-03-02T19:00:00Z"))
-    );
+    // Waiting ends a margin before 04:00; issuing resumes a margin after.
     let four = t("2026-03-02T19:00:00Z");
     assert_eq!(
-        k.ticket(&counter_caller(), &before.id, four)
+        b.waiting_ends_at(b.business_day(night)),
+        Some(four - DAY_CHANGE_MARGIN)
+    );
+    assert_eq!(
+        k.ticket(&counter_caller(), &before.id, four - DAY_CHANGE_MARGIN)
             .unwrap()
             .status,
         TicketStatus::Expired
     );
     assert_eq!(
-        issue_kiosk(&k, "air", "deposit", four).unwrap().number,
+        issue_kiosk(&k, "air", "deposit", four).unwrap_err().code(),
+        "branch_closed"
+    );
+    let resume = four + DAY_CHANGE_MARGIN;
+    assert_eq!(
+        issue_kiosk(&k, "air", "deposit", resume).unwrap().number,
         "A-001"
     );
 }

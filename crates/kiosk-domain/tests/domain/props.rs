@@ -57,6 +57,12 @@ proptest! {
             match op {
                 Op::Issue(svc, minutes) => {
                     now += TimeDelta::minutes(i64::from(minutes));
+                    if let Some(resume) = branch.day_change_until(now) {
+                        // Issuing pauses for a minute around midnight.
+                        let e = issue_kiosk(&k, "busy", SERVICES[svc], now).unwrap_err();
+                        prop_assert_eq!(e.code(), "branch_closed");
+                        now = resume;
+                    }
                     let v = issue_kiosk(&k, "busy", SERVICES[svc], now).unwrap();
                     per_key.entry((SERVICES[svc].to_string(), branch.business_day(now))).or_default().push(v.number.clone());
                     issued.push(v);
@@ -66,6 +72,9 @@ proptest! {
                         Ok(v) => {
                             per_key.entry((SERVICES[svc].to_string(), branch.business_day(now))).or_default().push(v.number.clone());
                             issued.push(v);
+                        }
+                        Err(e) if branch.day_change_until(now).is_some() => {
+                            prop_assert_eq!(e.code(), "branch_closed")
                         }
                         Err(e) => prop_assert_eq!(e.code(), "already_has_ticket"),
                     }

@@ -191,6 +191,17 @@ impl<'a, S: Store> Kiosk<'a, S> {
             let (record, bytes) = self.in_branch(branch, ticket_id)?;
             let status = record.status_at(Some(branch), now);
             change(&record, status, Action::Transfer)?;
+            if record.lane.day.is_some()
+                && branch
+                    .waiting_ends_at(record.day)
+                    .is_some_and(|end| now >= end)
+            {
+                // It would be expired the moment it waits again.
+                return Err(DomainError::Conflict(format!(
+                    "ticket {} cannot be transferred: its business day's waiting has ended; complete it or mark it no-show",
+                    record.display_number()
+                )));
+            }
             if record.service == target.id {
                 return Err(DomainError::InvalidRequest(format!(
                     "ticket {} is already in the {:?} queue",
@@ -236,7 +247,22 @@ impl<'a, S: Store> Kiosk<'a, S> {
         ticket_id: &str,
         now: DateTime<Utc>,
     ) -> Result<TicketView, DomainError> {
-        self.end_at_counter(caller, branch, ticket_id, now, Action::Complete)
+        self.complete_at(caller, branch, ticket_id, None, now)
+    }
+
+    /// [`complete`](Self::complete) from `counter`'s terminal: the ticket
+    /// must be called at that counter (`conflict` otherwise), so a terminal
+    /// showing a ticket that was transferred and called elsewhere since
+    /// cannot finish it there.
+    pub fn complete_at(
+        &self,
+        caller: &Caller,
+        branch: &str,
+        ticket_id: &str,
+        counter: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, DomainError> {
+        self.end_at_counter(caller, branch, ticket_id, counter, now, Action::Complete)
     }
 
     /// Marks a called ticket as a no-show. Repeating it returns the ticket unchanged.
@@ -247,7 +273,20 @@ impl<'a, S: Store> Kiosk<'a, S> {
         ticket_id: &str,
         now: DateTime<Utc>,
     ) -> Result<TicketView, DomainError> {
-        self.end_at_counter(caller, branch, ticket_id, now, Action::NoShow)
+        self.no_show_at(caller, branch, ticket_id, None, now)
+    }
+
+    /// [`no_show`](Self::no_show) from `counter`'s terminal (see
+    /// [`complete_at`](Self::complete_at)).
+    pub fn no_show_at(
+        &self,
+        caller: &Caller,
+        branch: &str,
+        ticket_id: &str,
+        counter: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, DomainError> {
+        self.end_at_counter(caller, branch, ticket_id, counter, now, Action::NoShow)
     }
 
     fn end_at_counter(
@@ -255,6 +294,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
         caller: &Caller,
         branch: &str,
         ticket_id: &str,
+        counter: Option<&str>,
         now: DateTime<Utc>,
         action: Action,
     ) -> Result<TicketView, DomainError> {
@@ -264,7 +304,15 @@ impl<'a, S: Store> Kiosk<'a, S> {
         };
         counter_only(caller, what)?;
         let b = self.branch(branch)?;
-        self.finish(Some(b), None, ticket_id, now, action)
+        if let Some(c) = counter
+            && b.counter(c).is_none()
+        {
+            return Err(DomainError::CounterNotFound {
+                branch: b.id.clone(),
+                counter: c.to_owned(),
+            });
+        }
+        self.finish(Some(b), None, ticket_id, counter, now, action)
     }
 
     /// Cancels a waiting ticket. Phones cancel their own tickets; counter
@@ -281,7 +329,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
                 "kiosks cannot cancel tickets; cancel on the phone or at a counter".into(),
             ));
         }
-        self.finish(None, Some(caller), id, now, Action::Cancel)
+        self.finish(None, Some(caller), id, None, now, Action::Cancel)
     }
 
     /// The record of a ticket of `branch` (`ticket_not_found` for another
@@ -298,12 +346,13 @@ impl<'a, S: Store> Kiosk<'a, S> {
 
     /// Ends a ticket: done or no-show from called, cancelled from waiting.
     /// `branch` limits it to that branch's tickets; `visible_to` to the
-    /// tickets a caller may see.
+    /// tickets a caller may see; `at_counter` to tickets called there.
     fn finish(
         &self,
         branch: Option<&Branch>,
         visible_to: Option<&Caller>,
         ticket_id: &str,
+        at_counter: Option<&str>,
         now: DateTime<Utc>,
         action: Action,
     ) -> Result<TicketView, DomainError> {
@@ -313,6 +362,18 @@ impl<'a, S: Store> Kiosk<'a, S> {
                 (None, Some(caller)) => self.visible(caller, ticket_id)?,
                 (None, None) => unreachable!("finish is limited by branch or caller"),
             };
+            if let Some(counter) = at_counter
+                && record.counter.as_deref() != Some(counter)
+            {
+                return Err(DomainError::Conflict(format!(
+                    "ticket {} is not called at counter {counter:?}{}",
+                    record.display_number(),
+                    match (&record.counter, record.status) {
+                        (Some(other), TicketStatus::Called) => format!(" but at counter {other:?}"),
+                        _ => format!(" (it is {})", record.status.as_str()),
+                    }
+                )));
+            }
             let branch = self.catalog.branch(&record.branch);
             let status = record.status_at(branch, now);
             let to = match change(&record, status, action)? {

@@ -1255,6 +1255,8 @@ fn manifest_with_catalogs(
         );
     let manifest = dir.join("spin.toml");
     std::fs::write(&manifest, text).unwrap();
+    // The development credentials travel with the manifest.
+    std::fs::copy(root.join(".env"), dir.join(".env")).unwrap();
     manifest
 }
 

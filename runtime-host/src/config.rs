@@ -47,6 +47,29 @@ pub struct HostConfig {
     /// Per-component settings, by component id (override the manifest's
     /// `[component.ID.tool.kiosk-host]` tables field by field).
     pub component: BTreeMap<String, ComponentSettings>,
+    /// Values of application variables this host's environment fixes
+    /// (`[variables]`): never secrets, which come from `SPIN_VARIABLE_*`;
+    /// see [`HostConfig::app_variables`].
+    pub variables: BTreeMap<String, String>,
+}
+
+impl HostConfig {
+    /// The values this configuration gives the application's variables:
+    /// `[variables]`, and `environment` as the variable `environment` when
+    /// the application declares one (`declares`) and `[variables]` does not
+    /// set it, so the environment a host is configured for is the one its
+    /// app knows.
+    pub fn app_variables(&self, declares: impl Fn(&str) -> bool) -> BTreeMap<String, String> {
+        let mut values = self.variables.clone();
+        if let Some(environment) = &self.environment
+            && declares("environment")
+        {
+            values
+                .entry("environment".to_string())
+                .or_insert_with(|| environment.clone());
+        }
+        values
+    }
 }
 
 /// `[server]`.
@@ -105,6 +128,11 @@ pub struct ServerSettings {
     /// A second listener speaking plain HTTP (say, for a local load
     /// balancer's health checks) while `listen` speaks HTTPS.
     pub plain_listen: Option<SocketAddr>,
+    /// A path the host requests (`GET`) from the app before it serves
+    /// (empty: none). If the app answers 503 with `error.code`
+    /// `misconfigured`, the host does not start and logs the app's message
+    /// (see `crate::preflight`).
+    pub preflight: String,
 }
 
 /// `[server.tls]`: the certificates of the HTTPS listener.
@@ -286,6 +314,7 @@ impl Default for ServerSettings {
             h2: Http2Settings::default(),
             tls: None,
             plain_listen: None,
+            preflight: String::new(),
         }
     }
 }
@@ -609,6 +638,24 @@ pub fn load(path: &Path) -> anyhow::Result<HostConfig> {
 /// Parses host configuration text; `path` names the file in errors.
 pub fn parse(text: &str, path: &Path) -> anyhow::Result<HostConfig> {
     let mut config: HostConfig = from_toml(text, path)?;
+    if let (Some(environment), Some(variable)) =
+        (&config.environment, config.variables.get("environment"))
+        && environment != variable
+    {
+        anyhow::bail!(
+            "{}:{}: `environment` and `[variables] environment` disagree; set one",
+            path.display(),
+            line_of_text(text, "[variables]")
+        );
+    }
+    let preflight = config.server.preflight.trim();
+    if !preflight.is_empty() && !preflight.starts_with('/') {
+        anyhow::bail!(
+            "{}:{}: preflight `{preflight}` is not a path (like \"/health\")",
+            path.display(),
+            line_of_text(text, "preflight")
+        );
+    }
     // Destination keys are normalised so `http://Core:80` and `http://core` agree.
     let mut destinations = BTreeMap::new();
     for (key, changes) in std::mem::take(&mut config.outbound.destination) {
@@ -707,9 +754,45 @@ mod tests {
         for env in ["dev", "stag", "prod"] {
             let config = load(&dir.join(format!("{env}.toml"))).unwrap();
             assert_eq!(config.environment.as_deref(), Some(env));
+            // The app learns its environment, trusts the host's certificate
+            // header, and is asked before the host serves.
+            let app = config.app_variables(|_| true);
+            assert_eq!(app.get("environment").map(String::as_str), Some(env));
+            assert_eq!(
+                app.get("client_identity_header").map(String::as_str),
+                Some("kiosk-client-cn")
+            );
+            assert_eq!(config.server.preflight, "/health");
             let tls = config.server.tls.expect("HTTPS in every environment");
             assert!(tls.cert.ends_with(format!("certs/{env}.pem")));
+            assert!(tls.client_ca.is_some(), "device certificates in {env}");
         }
+    }
+
+    #[test]
+    fn variables_and_the_environment_reach_the_app_only_where_declared() {
+        let config = parse_at(
+            "environment = \"stag\"\n[variables]\nclient_identity_header = \"kiosk-client-cn\"\n",
+        )
+        .unwrap();
+        let declared = config.app_variables(|_| true);
+        assert_eq!(declared["environment"], "stag");
+        assert_eq!(declared["client_identity_header"], "kiosk-client-cn");
+        let undeclared = config.app_variables(|name| name != "environment");
+        assert!(!undeclared.contains_key("environment"));
+
+        let err = parse_at("environment = \"prod\"\n\n[variables]\nenvironment = \"dev\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/etc/kiosk/host.toml:3:"), "{err}");
+        let err = parse_at("[variables]\nlimit = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/etc/kiosk/host.toml:2:"), "{err}");
+        let err = parse_at("[server]\npreflight = \"health\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/etc/kiosk/host.toml:2:"), "{err}");
     }
 
     #[test]

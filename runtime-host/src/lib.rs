@@ -14,6 +14,7 @@ pub mod intake;
 pub mod kv_stores;
 pub mod limits;
 pub mod policy;
+pub mod preflight;
 pub mod rate_limit;
 pub mod reload;
 pub mod request_body;

@@ -67,6 +67,9 @@ impl Reloadable {
         if old.component != new.component {
             changed.push("component");
         }
+        if old.variables != new.variables || old.environment != new.environment {
+            changed.push("variables");
+        }
         changed
     }
 }

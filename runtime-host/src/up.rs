@@ -1,5 +1,5 @@
 //! Start-up, top to bottom: manifest → build → engine → compile → listen →
-//! serve → drain.
+//! preflight → serve → drain.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use crate::reload::{self, Reloadable};
 use crate::runtime_config::RuntimeConfig;
 use crate::tls::Tls;
 use crate::variables::{self, AppVariables};
-use crate::{guest_build, kv_stores, runtime_config, server};
+use crate::{guest_build, kv_stores, preflight, runtime_config, server};
 
 /// Reads the manifest named by `-f` (a file, or a directory with spin.toml).
 pub fn read_manifest(args: &AppArgs) -> anyhow::Result<Manifest> {
@@ -95,7 +95,9 @@ pub async fn prepare(
     };
     let components = component_settings(manifest, config, args.config.as_deref())?;
     let dotenv = variables::read_dotenv(&manifest.app_root)?;
-    let variables = AppVariables::resolve(manifest, |key| std::env::var(key).ok(), &dotenv)?;
+    let fixed = config.app_variables(|name| manifest.variables.contains_key(name));
+    let variables =
+        AppVariables::resolve(manifest, |key| std::env::var(key).ok(), &dotenv, &fixed)?;
     let state_dir = state_dir(args, manifest);
     let kv_stores = kv_stores::open_stores(manifest, &runtime_config, &state_dir).await?;
     let options = LoadOptions {
@@ -197,7 +199,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         destinations,
     )
     .await?;
-    announce(&manifest, &listeners)?;
 
     let limits = RequestLimits::from(server);
     let slots = InstanceSlots::new(
@@ -211,6 +212,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         limits,
         Intake::new(server),
     ));
+    // The app may refuse to run (e.g. credentials wrong for its
+    // environment): ask it before anyone is served or told where to connect.
+    preflight::run(&dispatcher, server).await?;
+    announce(&manifest, &listeners)?;
     let cut = server::serve(
         listeners,
         dispatcher,

@@ -3,6 +3,12 @@
 //! a `.env` file beside the manifest, then the manifest's `default`.
 //! Values are resolved once at start-up; a required variable with no value
 //! stops start-up, naming it. Secret values never reach a log line.
+//!
+//! The host configuration may fix non-secret variables for its environment
+//! (`[variables]`, and `environment`): such a value cannot be changed by
+//! `SPIN_VARIABLE_*` or `.env` (a different value there stops start-up,
+//! naming both), so a production host cannot be talked into another
+//! environment by a stray variable.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,20 +54,45 @@ pub fn read_dotenv(app_root: &Path) -> anyhow::Result<BTreeMap<String, String>> 
 }
 
 impl AppVariables {
-    /// Resolves every `[variables]` entry: `env` (the process environment),
-    /// then `dotenv`, then the default.
+    /// Resolves every `[variables]` entry: `host` (the values the host
+    /// configuration fixes), else `env` (the process environment), then
+    /// `dotenv`, then the default. `host` may name only declared,
+    /// non-secret variables, and `env` or `dotenv` may not contradict it.
     pub fn resolve(
         manifest: &Manifest,
         env: impl Fn(&str) -> Option<String>,
         dotenv: &BTreeMap<String, String>,
+        host: &BTreeMap<String, String>,
     ) -> anyhow::Result<Self> {
+        for name in host.keys() {
+            match manifest.variables.get(name) {
+                None => bail!(
+                    "the host configuration sets variable `{name}`, which {} does not declare",
+                    manifest.path.display()
+                ),
+                Some(def) if def.secret => bail!(
+                    "the host configuration may not hold secret variable `{name}`: give it with {} instead",
+                    env_key(name)
+                ),
+                Some(_) => {}
+            }
+        }
         let mut resolved = Self::default();
         let mut missing = Vec::new();
         for (name, def) in &manifest.variables {
             let key = env_key(name);
-            let value = env(&key)
-                .or_else(|| dotenv.get(&key).cloned())
-                .or_else(|| def.default.clone());
+            let supplied = env(&key).map(|v| (v, key.clone())).or_else(|| {
+                dotenv
+                    .get(&key)
+                    .map(|v| (v.clone(), format!("{key} in .env")))
+            });
+            let value = match (host.get(name), supplied) {
+                (Some(fixed), Some((other, source))) if *fixed != other => bail!(
+                    "variable `{name}`: the host configuration fixes it, and {source} says otherwise; set it in one place"
+                ),
+                (Some(fixed), _) => Some(fixed.clone()),
+                (None, supplied) => supplied.map(|(v, _)| v).or_else(|| def.default.clone()),
+            };
             match value {
                 Some(value) => {
                     resolved.values.insert(name.clone(), value);
@@ -213,8 +244,13 @@ key = "{{ api_key }}"
             ),
             ("SPIN_VARIABLE_REGION".to_string(), "jp".to_string()),
         ]);
-        let vars = AppVariables::resolve(&m, env_with(&[("SPIN_VARIABLE_REGION", "us")]), &dotenv)
-            .unwrap();
+        let vars = AppVariables::resolve(
+            &m,
+            env_with(&[("SPIN_VARIABLE_REGION", "us")]),
+            &dotenv,
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(vars.get("api_key"), Some("from-dotenv"));
         assert_eq!(vars.get("region"), Some("us"));
         assert_eq!(vars.get("greeting"), Some("hello"));
@@ -225,7 +261,8 @@ key = "{{ api_key }}"
     #[test]
     fn a_required_variable_without_a_value_stops_start_up_by_name() {
         let m = manifest(APP);
-        let err = AppVariables::resolve(&m, env_with(&[]), &BTreeMap::new()).unwrap_err();
+        let err = AppVariables::resolve(&m, env_with(&[]), &BTreeMap::new(), &BTreeMap::new())
+            .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("[api_key]"), "{text}");
         assert!(text.contains("SPIN_VARIABLE_API_KEY"), "{text}");
@@ -237,6 +274,7 @@ key = "{{ api_key }}"
         let vars = AppVariables::resolve(
             &m,
             env_with(&[("SPIN_VARIABLE_API_KEY", "s3cret")]),
+            &BTreeMap::new(),
             &BTreeMap::new(),
         )
         .unwrap();
@@ -265,9 +303,41 @@ key = "{{ api_key }}"
             &m,
             env_with(&[("SPIN_VARIABLE_API_KEY", "s3cret")]),
             &BTreeMap::new(),
+            &BTreeMap::new(),
         )
         .unwrap();
         assert!(!format!("{vars:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn the_host_configuration_fixes_non_secret_variables() {
+        let m = manifest(APP);
+        const KEY: (&str, &str) = ("SPIN_VARIABLE_API_KEY", "s3cret");
+        let host = BTreeMap::from([("region".to_string(), "kr-2".to_string())]);
+        let vars = AppVariables::resolve(&m, env_with(&[KEY]), &BTreeMap::new(), &host).unwrap();
+        assert_eq!(vars.get("region"), Some("kr-2"));
+        // The same value elsewhere is fine; another one stops start-up.
+        let same = AppVariables::resolve(
+            &m,
+            env_with(&[KEY, ("SPIN_VARIABLE_REGION", "kr-2")]),
+            &BTreeMap::new(),
+            &host,
+        );
+        assert!(same.is_ok());
+        let dotenv = BTreeMap::from([("SPIN_VARIABLE_REGION".to_string(), "us".to_string())]);
+        let err = AppVariables::resolve(&m, env_with(&[KEY]), &dotenv, &host)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`region`") && err.contains(".env"), "{err}");
+        assert!(!err.contains("kr-2") && !err.contains("us"), "{err}");
+        // Secrets and undeclared names are refused.
+        for (name, expected) in [("api_key", "secret"), ("regoin", "does not declare")] {
+            let host = BTreeMap::from([(name.to_string(), "x".to_string())]);
+            let err = AppVariables::resolve(&m, env_with(&[KEY]), &BTreeMap::new(), &host)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

@@ -12,11 +12,14 @@
 use std::time::Duration;
 
 use kiosk_domain::{
-    CoreOutcome, CoreReply, CoreRoutes, CoreWrite, CoreWrites, DomainError, IdempotencyKey, Rate,
-    core_client, core_write_fingerprint, core_write_lease, is_core_write, rate,
+    CoreOutcome, CoreReply, CoreRoutes, CoreWrite, CoreWrites, Credentials, DomainError,
+    IdempotencyKey, Rate, core_client, core_write_fingerprint, core_write_lease, is_core_write,
+    rate,
 };
 use kiosk_spin::outbound::{CallError, Refusal, Reply, call, split_base};
-use kiosk_spin::{Authenticated, KvStore, api_error, catalog, check_body_size, error, request_id};
+use kiosk_spin::{
+    Authenticated, KvStore, api_error, catalog, check_body_size, credentials, error, request_id,
+};
 use spin_sdk::http::{IntoResponse, Request, Response};
 use spin_sdk::http_component;
 
@@ -32,7 +35,10 @@ const CORE_RETRY_AFTER_S: u64 = 5;
 #[http_component]
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     let request_id = request_id(&req);
-    let mut response = forward(&req, &request_id).unwrap_or_else(|response| response);
+    let mut response = match credentials() {
+        Ok(credentials) => forward(&credentials, &req, &request_id).unwrap_or_else(|r| r),
+        Err(misconfigured) => misconfigured,
+    };
     response.set_header("x-request-id", request_id);
     Ok(response)
 }
@@ -79,9 +85,13 @@ impl Core {
     }
 }
 
-fn forward(req: &Request, request_id: &str) -> Result<Response, Response> {
+fn forward(
+    credentials: &Credentials,
+    req: &Request,
+    request_id: &str,
+) -> Result<Response, Response> {
     check_body_size(req)?;
-    let auth = Authenticated::from_request(req).map_err(|e| error(&e))?;
+    let auth = Authenticated::from_request(credentials, req).map_err(|e| error(&e))?;
     let client = core_client(&auth.caller).map_err(|e| error(&e))?;
     let method = req.method().to_string();
     let path = req

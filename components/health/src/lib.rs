@@ -2,15 +2,18 @@
 //! `failing`); the core is checked within 500 ms in all, so a slow core
 //! makes the app `degraded`, never slow.
 //!
-//! Anyone gets `{status, version}`. A counter (`Authorization: Bearer
-//! <counter key>`) also gets `checks: {store, core}`, each `ok` or
+//! Anyone gets `{status, version: {app, environment}}`. A counter
+//! (`Authorization: Bearer <counter key>`, or its client certificate where
+//! the host verifies them) also gets `checks: {store, core}`, each `ok` or
 //! `failing: <short reason>`; the full cause of a store failure goes to the
-//! host's log only.
+//! host's log only. A deployment whose credentials are wrong for its
+//! environment answers 503 `misconfigured` here too (kiosk-host's
+//! preflight asks this route before it serves).
 use std::time::Duration;
 
 use kiosk_domain::{Caller, Store};
 use kiosk_spin::outbound::{call, split_base};
-use kiosk_spin::{Authenticated, KvStore, json, method_not_allowed, request_id};
+use kiosk_spin::{Authenticated, KvStore, credentials, json, log, method_not_allowed, request_id};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_component;
 
@@ -21,6 +24,10 @@ const HEALTH_CLIENT: &str = "kiosk-api-health";
 
 #[http_component]
 fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    let credentials = match credentials() {
+        Ok(credentials) => credentials,
+        Err(misconfigured) => return Ok(misconfigured),
+    };
     if *req.method() != Method::Get && *req.method() != Method::Head {
         return Ok(method_not_allowed("GET, HEAD", "use GET"));
     }
@@ -35,10 +42,13 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     };
     let mut body = serde_json::json!({
         "status": status,
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": {
+            "app": env!("CARGO_PKG_VERSION"),
+            "environment": credentials.environment.as_str(),
+        },
     });
     let counter = matches!(
-        Authenticated::from_request(&req),
+        Authenticated::from_request(&credentials, &req),
         Ok(Authenticated {
             caller: Caller::Counter { .. },
             ..
@@ -68,7 +78,7 @@ fn check_store() -> Result<(), String> {
                 .map_err(|e| ("read error", e.to_string()))
         });
     outcome.map_err(|(reason, cause)| {
-        eprintln!("health: store {reason}: {cause}");
+        log(&format!("health: store {reason}: {cause}"));
         reason.to_string()
     })
 }

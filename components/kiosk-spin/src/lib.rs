@@ -1,15 +1,18 @@
 //! The thin layer every kiosk-api component shares: the domain's [`Store`]
-//! over Spin key-value (`wasi:keyvalue`, store `default`), credentials from
-//! Spin variables, the clock and randomness, one request context
+//! over Spin key-value (`wasi:keyvalue`, store `default`), the deployment's
+//! credentials from Spin variables ([`credentials`]: every handler starts
+//! there), the clock and randomness, one request context
 //! ([`Authenticated`], [`Session`]), outbound calls bounded by one deadline
 //! ([`outbound`]), and JSON responses with the domain's stable error codes.
 
 pub mod files;
 pub mod outbound;
+pub mod store_check;
 
 use chrono::{DateTime, Utc};
 use kiosk_domain::{
-    ApiKey, AuthConfig, Caller, Catalog, Credential, DomainError, Kiosk, Store, StoreError,
+    Binding, Caller, Catalog, Credential, Credentials, DomainError, Kiosk, Misconfigured, Store,
+    StoreError,
 };
 use serde::Serialize;
 use spin_sdk::http::{Request, Response};
@@ -23,13 +26,22 @@ pub struct KvStore {
 }
 
 impl KvStore {
-    /// Opens the `default` store.
+    /// Opens the `default` store, refusing one whose compare-and-swap
+    /// cannot be trusted ([`store_check`]: one read once it has passed).
     pub fn open() -> Result<Self, DomainError> {
-        store::open("default")
-            .map(|bucket| Self { bucket })
-            .map_err(|e| {
-                DomainError::StoreUnavailable(StoreError(format!("opening the store: {e:?}")))
-            })
+        let bucket = store::open("default").map_err(|e| {
+            DomainError::StoreUnavailable(StoreError(format!("opening the store: {e:?}")))
+        })?;
+        match store_check::check(&bucket, random16()) {
+            store_check::Verdict::Exact => Ok(Self { bucket }),
+            store_check::Verdict::Misreports(why) => {
+                log(&format!("misconfigured: {why}"));
+                Err(DomainError::Misconfigured(why))
+            }
+            store_check::Verdict::Failed(why) => Err(DomainError::StoreUnavailable(StoreError(
+                format!("checking the store: {why}"),
+            ))),
+        }
     }
 }
 
@@ -130,24 +142,57 @@ pub fn catalog() -> Result<Catalog, DomainError> {
     })
 }
 
-/// Credentials configured through Spin variables.
-pub fn auth_config() -> AuthConfig {
-    let var = |name: &str| spin_sdk::variables::get(name).unwrap_or_default();
-    AuthConfig {
-        kiosk_keys: ApiKey::parse_list(&var("kiosk_api_keys"), "kiosk"),
-        counter_keys: ApiKey::parse_list(&var("counter_api_keys"), "counter"),
-        mobile_secret: var("mobile_token_secret").into_bytes(),
-    }
+/// The deployment's credentials, from its Spin variables and checked for
+/// its environment ([`Credentials::from_variables`]); otherwise the answer
+/// every request gets: 503 `misconfigured`, naming the variables (never
+/// their values). Every handler starts here, so a deployment left with a
+/// development secret in `stag` or `prod` serves nothing, under `spin up`,
+/// `spin deploy` and kiosk-host alike (whose preflight then refuses to
+/// start).
+pub fn credentials() -> Result<Credentials, Response> {
+    Credentials::from_variables(|name| spin_sdk::variables::get(name).ok())
+        .map_err(|m| misconfigured(&m))
 }
 
-/// Who is calling: `Authorization: Bearer <api key | mobile token>`.
-pub fn authenticate(req: &Request, now: DateTime<Utc>) -> Result<Caller, DomainError> {
-    let header = req
-        .header("authorization")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| {
-            DomainError::Unauthorized("missing Authorization: Bearer credentials".into())
-        })?;
+/// 503 `misconfigured` for `m`, also written to the host's log.
+pub fn misconfigured(m: &Misconfigured) -> Response {
+    log(&format!("misconfigured: {m}"));
+    api_error(503, "misconfigured", &m.to_string())
+}
+
+/// Writes `line` to the host's log (Spin and kiosk-host echo guest
+/// stderr), after the environment's name: `[prod] …`.
+pub fn log(line: &str) {
+    let environment = spin_sdk::variables::get("environment").unwrap_or_else(|_| "?".into());
+    eprintln!("[{}] {line}", environment.trim());
+}
+
+/// Who is calling: `Authorization: Bearer <api key | mobile token>`; else,
+/// only where the deployment says its host verifies client certificates
+/// and names their holder in a header it also strips from clients
+/// (`client_identity_header`, set in kiosk-host's environments and never
+/// under Spin, which passes such a header through from any client), the
+/// certificate named there. Returns the caller and where it may act.
+pub fn authenticate(
+    credentials: &Credentials,
+    req: &Request,
+    now: DateTime<Utc>,
+) -> Result<(Caller, Binding), DomainError> {
+    let Some(header) = req.header("authorization").and_then(|v| v.as_str()) else {
+        let certificate = credentials
+            .identity_header
+            .as_deref()
+            .and_then(|name| req.header(name))
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|cn| !cn.is_empty());
+        return match certificate {
+            Some(cn) => credentials.authenticate(Credential::Certificate(cn), now),
+            None => Err(DomainError::Unauthorized(
+                "missing Authorization: Bearer credentials".into(),
+            )),
+        };
+    };
     let token = header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
@@ -161,24 +206,37 @@ pub fn authenticate(req: &Request, now: DateTime<Utc>) -> Result<Caller, DomainE
     } else {
         Credential::ApiKey(token)
     };
-    auth_config().authenticate(credential, now)
+    credentials.authenticate(credential, now)
 }
 
-/// An authenticated request: when it arrived and who sent it.
+/// An authenticated request: when it arrived, who sent it, and where it
+/// may act.
 pub struct Authenticated {
     /// The time the request is handled at.
     pub at: DateTime<Utc>,
     /// Who sent it.
     pub caller: Caller,
+    /// The branches (and counters) its credential is bound to.
+    pub binding: Binding,
 }
 
 impl Authenticated {
     /// Reads the clock and authenticates `req` (`unauthorized` without valid
     /// credentials).
-    pub fn from_request(req: &Request) -> Result<Self, DomainError> {
+    pub fn from_request(credentials: &Credentials, req: &Request) -> Result<Self, DomainError> {
         let at = now();
-        let caller = authenticate(req, at)?;
-        Ok(Authenticated { at, caller })
+        let (caller, binding) = authenticate(credentials, req, at)?;
+        Ok(Authenticated {
+            at,
+            caller,
+            binding,
+        })
+    }
+
+    /// `forbidden` unless the caller's credential may act at `branch` (as
+    /// `counter`, when one is named).
+    pub fn may_act_at(&self, branch: &str, counter: Option<&str>) -> Result<(), DomainError> {
+        self.binding.check(&self.caller, branch, counter)
     }
 
     /// Opens what the ticket and queue operations need: the catalog and the store.
@@ -201,8 +259,8 @@ pub struct Session {
 
 impl Session {
     /// Authenticates `req`, then opens the catalog and the store.
-    pub fn open(req: &Request) -> Result<Self, DomainError> {
-        Authenticated::from_request(req)?.open()
+    pub fn open(credentials: &Credentials, req: &Request) -> Result<Self, DomainError> {
+        Authenticated::from_request(credentials, req)?.open()
     }
 
     /// The domain operations over this session's catalog and store.
@@ -242,7 +300,7 @@ pub fn error(e: &DomainError) -> Response {
     if let DomainError::StoreUnavailable(cause) = e {
         // Clients get a generic message; the operator gets the cause (on
         // the host's stderr, as Spin echoes guest output).
-        eprintln!("{}: {cause}", e.code());
+        log(&format!("{}: {cause}", e.code()));
     }
     if let Some(seconds) = e.retry_after_s() {
         response.set_header("retry-after", seconds.to_string());

@@ -100,7 +100,10 @@ mod retention;
 mod service_times;
 mod store;
 
-pub use auth::{ApiKey, AuthConfig, Caller, Credential, mint_mobile_token, verify_mobile_token};
+pub use auth::{
+    ApiKey, AuthConfig, Binding, Caller, Credential, Credentials, Environment, Misconfigured,
+    mint_mobile_token, verify_mobile_token,
+};
 pub use catalog::{
     Branch, Catalog, CatalogError, Counter, DAY_CHANGE_MARGIN, DEFAULT_MAX_WAITING,
     DEFAULT_SERVE_AFTER_CLOSE_MINUTES, DayEnd, Hours, Interval, Retention, Service,
@@ -114,9 +117,10 @@ pub use error::{DomainError, ErrorBody};
 pub use idempotency::{CLAIM_LOCK_EPOCH, IDEMPOTENCY_SCHEMA};
 pub use lanes::EXACT_AHEAD;
 pub use model::{
-    CallRequest, Channel, IdempotencyKey, IssueRequest, MAX_CUSTOMER_REF_LEN,
+    CallRequest, Channel, EndRequest, IdempotencyKey, IssueRequest, MAX_CUSTOMER_REF_LEN,
     MAX_IDEMPOTENCY_KEY_LEN, QueueView, ServiceQueueView, TicketStatus, TicketView,
-    TransferRequest, fingerprint, parse_call_request, parse_issue_request, parse_transfer_request,
+    TransferRequest, fingerprint, parse_call_request, parse_end_request, parse_issue_request,
+    parse_transfer_request,
 };
 pub use ops::{DEFAULT_MAX_ATTEMPTS, IDEMPOTENCY_LEASE, IDEMPOTENCY_RETENTION, Kiosk};
 pub use rate::{Period, Rate};

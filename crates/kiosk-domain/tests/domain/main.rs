@@ -3,6 +3,7 @@
 mod claims;
 mod common;
 mod concurrency;
+mod credentials;
 mod idempotency;
 mod lanes;
 mod limits;

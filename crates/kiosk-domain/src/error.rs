@@ -113,6 +113,11 @@ pub enum DomainError {
     /// The store failed. The inner error is for logs and is not part of the message. (503)
     #[error("ticket storage is temporarily unavailable; retry shortly")]
     StoreUnavailable(#[source] StoreError),
+    /// The deployment cannot serve correctly as configured (e.g. a store
+    /// whose compare-and-swap misreports lost races); the message says
+    /// what to change and never holds a secret. (503, not worth retrying)
+    #[error("{0}")]
+    Misconfigured(String),
 }
 
 impl From<StoreError> for DomainError {
@@ -150,6 +155,7 @@ impl DomainError {
             DomainError::InvalidCorePath(_) => "invalid_core_path",
             DomainError::CoreRouteNotAllowed(_) => "core_route_not_allowed",
             DomainError::StoreUnavailable(_) => "store_unavailable",
+            DomainError::Misconfigured(_) => "misconfigured",
         }
     }
 
@@ -172,7 +178,7 @@ impl DomainError {
             | DomainError::IdempotencyInProgress { .. } => 409,
             DomainError::IdempotencyKeyMismatch => 422,
             DomainError::RateLimited { .. } => 429,
-            DomainError::StoreUnavailable(_) => 503,
+            DomainError::StoreUnavailable(_) | DomainError::Misconfigured(_) => 503,
         }
     }
 

@@ -76,6 +76,15 @@ pub struct TransferRequest {
     pub service: String,
 }
 
+/// Optional body of complete and no-show: the counter whose terminal
+/// sends it; the ticket must be called there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<String>,
+}
+
 /// A ticket as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketView {
@@ -148,6 +157,14 @@ pub fn parse_issue_request(body: &[u8]) -> Result<IssueRequest, DomainError> {
 
 /// Parses a call-next body.
 pub fn parse_call_request(body: &[u8]) -> Result<CallRequest, DomainError> {
+    parse_json(body)
+}
+
+/// Parses a complete or no-show body: empty (or whitespace) is `{}`.
+pub fn parse_end_request(body: &[u8]) -> Result<EndRequest, DomainError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(EndRequest::default());
+    }
     parse_json(body)
 }
 

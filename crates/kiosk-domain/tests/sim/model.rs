@@ -50,7 +50,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use kiosk_domain::{Branch, Caller, Catalog, DomainError, Kiosk, TicketView};
 
 use crate::rng::Rng;

@@ -380,9 +380,11 @@ async fn counters_call_oldest_first_and_never_the_same_ticket() {
                         assert_eq!(t["counter"], counter);
                         let id = t["id"].as_str().unwrap().to_string();
                         called.push(id.clone());
+                        // The terminal says which counter it is.
                         let done = http
                             .post(format!("{url}/tickets/{id}/complete"))
                             .header("authorization", COUNTER)
+                            .json(&json!({"counter": counter}))
                             .send()
                             .await
                             .unwrap();
@@ -410,6 +412,37 @@ async fn counters_call_oldest_first_and_never_the_same_ticket() {
             .iter()
             .all(|s| s["waiting"] == 0)
     );
+
+    // A stale terminal at counter 2 cannot finish counter 1's ticket.
+    let (_, t) = app
+        .issue(
+            KIOSK,
+            Some("stale"),
+            json!({"branch": "demo", "service": "loan", "channel": "kiosk"}),
+        )
+        .await;
+    let id = t["id"].as_str().unwrap();
+    let url = app.host.url("/api/v1/queues/demo");
+    let called = app
+        .http
+        .post(format!("{url}/call"))
+        .header("authorization", COUNTER)
+        .json(&json!({"counter": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(called.status(), 200);
+    for (counter, status) in [("2", 409), ("1", 200)] {
+        let done = app
+            .http
+            .post(format!("{url}/tickets/{id}/complete"))
+            .header("authorization", COUNTER)
+            .json(&json!({"counter": counter}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), status, "complete from counter {counter}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -55,7 +55,11 @@ pub struct IssueRequest {
     pub branch: String,
     pub service: String,
     pub channel: Channel,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub customer_ref: Option<String>,
 }
 
@@ -65,7 +69,11 @@ pub struct IssueRequest {
 #[serde(deny_unknown_fields)]
 pub struct CallRequest {
     pub counter: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub services: Option<Vec<String>>,
 }
 
@@ -81,8 +89,22 @@ pub struct TransferRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub counter: Option<String>,
+}
+
+/// An optional field that, when present, must hold a value (`null` is
+/// refused like any other wrong type).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// A ticket as the API shows it.
@@ -289,6 +311,35 @@ mod tests {
             assert_eq!(e.status(), 400);
             assert!(e.to_string().contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn optional_fields_refuse_null() {
+        assert!(parse_end_request(b"").unwrap().counter.is_none());
+        assert_eq!(
+            parse_end_request(br#"{"counter":"2"}"#)
+                .unwrap()
+                .counter
+                .as_deref(),
+            Some("2")
+        );
+        for body in [
+            &br#"{"counter":null}"#[..],
+            br#"{"counter":2}"#,
+            br#"{"counter":"1","x":1}"#,
+        ] {
+            assert_eq!(
+                parse_end_request(body).unwrap_err().code(),
+                "invalid_request"
+            );
+        }
+        assert!(parse_call_request(br#"{"counter":"1","services":null}"#).is_err());
+        assert!(
+            parse_issue_request(
+                br#"{"branch":"demo","service":"loan","channel":"mobile","customer_ref":null}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

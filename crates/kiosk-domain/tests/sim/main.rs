@@ -25,7 +25,8 @@
 //!
 //! Running:
 //! - `cargo test -p kiosk-domain --test sim` runs [`DEFAULT_SEEDS`] seeds per
-//!   semantics; `KIOSK_SIM_SEEDS=N` runs N.
+//!   semantics; `KIOSK_SIM_SEEDS=N` runs N, from `KIOSK_SIM_FIRST_SEED`
+//!   (default 0); `bench/sim-soak` runs a long soak.
 //! - `KIOSK_SIM_SEED=S cargo test -p kiosk-domain --test sim sim_exact -- --nocapture`
 //!   replays seed S with a trace of every step (use the test of the
 //!   semantics that failed; the failure message prints the command).
@@ -814,7 +815,10 @@ fn run_suite(semantics: Semantics) {
     let replay = env_u64("KIOSK_SIM_SEED");
     let seeds: Vec<u64> = match replay {
         Some(s) => vec![s],
-        None => (0..env_u64("KIOSK_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect(),
+        None => {
+            let first = env_u64("KIOSK_SIM_FIRST_SEED").unwrap_or(0);
+            (first..first + env_u64("KIOSK_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect()
+        }
     };
     let strict = std::env::var("KIOSK_SIM_STRICT").is_ok_and(|v| v != "0" && !v.is_empty());
     let started = Instant::now();

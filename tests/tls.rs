@@ -238,6 +238,23 @@ async fn https_by_server_name_with_h2_by_alpn_and_spin_full_url_in_https() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn refusing_unknown_names_still_serves_the_default_certificates_own_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let host = start_with(dir.path(), &ca, r#"unknown_server_name = "refuse""#);
+    let tls = host.tls_addr.expect("an HTTPS listener");
+    let other = "other.domain.com";
+    let client = ca.client(&[(DEV, tls), (STAG, tls), (other, tls)]);
+    // The default certificate's name, and an `sni` entry's: served.
+    for name in [DEV, STAG] {
+        let response = client.get(url(name, tls, "/hello")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+    }
+    // Any other name: a clean handshake failure.
+    assert!(client.get(url(other, tls, "/hello")).send().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_handshake_blocks_no_one_and_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new();

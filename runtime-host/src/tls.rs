@@ -33,23 +33,34 @@ struct CertStore {
 
 impl CertStore {
     fn load(settings: &TlsSettings, provider: &CryptoProvider) -> anyhow::Result<Self> {
+        let default = load_pair(&settings.cert, &settings.key, provider)?;
         let mut store = CertStore {
-            default: Some(load_pair(&settings.cert, &settings.key, provider)?),
+            default: Some(default.clone()),
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             refuse_unknown: settings.unknown_server_name == UnknownServerName::Refuse,
         };
+        // The names the default certificate is for are known names too
+        // (what `unknown_server_name = "refuse"` refuses is anything else);
+        // `sni` entries take precedence.
+        for name in default.cert.first().map(dns_names).unwrap_or_default() {
+            store.add(&name, &default);
+        }
         for entry in &settings.sni {
             let key = load_pair(&entry.cert, &entry.key, provider)?;
             for name in &entry.server_names {
-                let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
-                match name.strip_prefix("*.") {
-                    Some(parent) => store.wildcard.insert(parent.to_string(), key.clone()),
-                    None => store.exact.insert(name, key.clone()),
-                };
+                store.add(name, &key);
             }
         }
         Ok(store)
+    }
+
+    fn add(&mut self, name: &str, key: &Arc<CertifiedKey>) {
+        let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+        match name.strip_prefix("*.") {
+            Some(parent) => self.wildcard.insert(parent.to_string(), key.clone()),
+            None => self.exact.insert(name, key.clone()),
+        };
     }
 
     fn pick(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
@@ -71,6 +82,24 @@ impl CertStore {
             self.default.clone()
         }
     }
+}
+
+/// The DNS names in a certificate's subject alternative names.
+fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn load_pair(

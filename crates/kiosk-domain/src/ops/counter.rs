@@ -229,7 +229,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
             if was_waiting {
                 let _ = self.store.increment(&old_lane.left(), 1);
             }
-            return self.view_now(&moved, now);
+            return self.view_written(&moved, now);
         }
         Err(self.too_busy("this ticket"))
     }

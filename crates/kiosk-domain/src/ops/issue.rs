@@ -311,7 +311,11 @@ impl<'a, S: Store> Kiosk<'a, S> {
                 // Its request is between claiming and writing the ticket,
                 // or died there (the claim lapses after the lease).
                 None => Pending::Running,
-                Some((r, _)) if r.status_at(Some(branch), now).is_active() => {
+                Some((r, bytes)) if r.status_at(Some(branch), now).is_active() => {
+                    // The phone is told it holds this ticket: make sure the
+                    // counters can find it (its issue may have died after
+                    // writing the record).
+                    let (r, _) = self.ensure_placed(r, bytes)?;
                     Pending::Landed((r.id.clone(), r.display_number()))
                 }
                 Some(_) => Pending::Void,

@@ -210,7 +210,9 @@ impl<'a, S: Store> Kiosk<'a, S> {
                 // is voided by the first caller that passes it.
                 return Ok(None);
             };
-            self.store.set(&lane.slot(pos), next.id.as_bytes())?;
+            // The record now says it waits here: callers find it only
+            // through the slot, so a failed write is tried again.
+            self.set_slot(&lane, pos, &next.id)?;
             retention::TICKETS.record(
                 self.store,
                 next.issued_at + self.catalog.retention().tickets,
@@ -242,9 +244,22 @@ impl<'a, S: Store> Kiosk<'a, S> {
         if !record.waits() {
             return Ok((record, bytes));
         }
-        self.store
-            .set(&record.lane.slot(record.pos), record.id.as_bytes())?;
+        self.set_slot(&record.lane, record.pos, &record.id)?;
         self.settle_or_move(record, bytes)
+    }
+
+    /// Writes the slot naming `id` at `pos`, trying a failed write twice
+    /// more (a ticket whose record is placed but whose slot is missing is
+    /// found only by its readers, who place it again).
+    fn set_slot(&self, lane: &Lane, pos: u32, id: &str) -> Result<(), DomainError> {
+        let mut result = self.store.set(&lane.slot(pos), id.as_bytes());
+        for _ in 0..2 {
+            if result.is_ok() {
+                break;
+            }
+            result = self.store.set(&lane.slot(pos), id.as_bytes());
+        }
+        Ok(result?)
     }
 
     /// Settles a waiting ticket's position (its record and slot written);
@@ -315,6 +330,23 @@ impl<'a, S: Store> Kiosk<'a, S> {
             ahead,
             service_times::estimate(branch, service, &line.samples, ahead),
         )))
+    }
+
+    /// The view of a ticket just written by this request: its position if
+    /// it still stands there, else none (what happened to it since is for
+    /// the next read to tell).
+    fn view_written(
+        &self,
+        record: &TicketRecord,
+        now: DateTime<Utc>,
+    ) -> Result<TicketView, DomainError> {
+        let branch = self.catalog.branch(&record.branch);
+        let status = record.status_at(branch, now);
+        let Some(b) = branch.filter(|_| status == crate::TicketStatus::Waiting) else {
+            return Ok(record.view(status, 0, 0));
+        };
+        let (ahead, estimate) = self.position(b, record)?.unwrap_or((0, 0));
+        Ok(record.view(status, ahead, estimate))
     }
 
     /// The current view of a ticket at `now`. A waiting ticket whose

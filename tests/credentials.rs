@@ -12,16 +12,11 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiosk_domain::{AuthConfig, Credentials};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams,
-    SerialNumber,
-};
 use serde_json::{Value, json};
+use support::ca::Ca;
 use support::{Host, client, guest_wasm, repo};
 
 /// Secrets a production deployment could hold (none is a development value).
@@ -530,110 +525,17 @@ async fn by_default_phone_tokens_live_at_most_a_day_for_kiosk_api() {
 
 const DEV: &str = "devkiosk.domain.com";
 
-/// A certificate authority of the test's own.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
+/// Writes `ca.pem`, a server certificate `server.pem`/`.key` for [`DEV`]
+/// and an empty `crl.pem` into `dir`.
+fn init_certs(ca: &Ca, dir: &Path) {
+    ca.write_pem(dir);
+    ca.issue(dir, "server", &[DEV], 1);
+    ca.revoke(dir, &[], 1);
 }
 
-impl Ca {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kiosk credentials test CA");
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    /// Writes `ca.pem`, a server certificate `server.pem`/`.key` for
-    /// [`DEV`] and an empty `crl.pem` into `dir`.
-    fn init(&self, dir: &Path) {
-        std::fs::write(dir.join("ca.pem"), self.cert.pem()).unwrap();
-        let mut params = CertificateParams::new(vec![DEV.to_string()]).unwrap();
-        params.serial_number = Some(SerialNumber::from(1u64));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-        self.revoke(dir, &[], 1);
-    }
-
-    /// A client certificate for device `common_name`: (chain PEM, key PEM).
-    fn device(&self, common_name: &str, serial: u64) -> (String, String) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.serial_number = Some(SerialNumber::from(serial));
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// Writes `crl.pem` revoking `serials`.
-    fn revoke(&self, dir: &Path, serials: &[u64], number: u64) {
-        let crl = CertificateRevocationListParams {
-            this_update: rcgen::date_time_ymd(2024, 1, 1),
-            next_update: rcgen::date_time_ymd(2099, 1, 1),
-            crl_number: SerialNumber::from(number),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|serial| RevokedCertParams {
-                    serial_number: SerialNumber::from(*serial),
-                    revocation_time: rcgen::date_time_ymd(2024, 6, 1),
-                    reason_code: Some(RevocationReason::KeyCompromise),
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
-        }
-        .signed_by(&self.cert, &self.key)
-        .unwrap();
-        let tmp = dir.join(".crl.pem");
-        std::fs::write(&tmp, crl.pem().unwrap()).unwrap();
-        std::fs::rename(&tmp, dir.join("crl.pem")).unwrap();
-    }
-
-    /// An HTTPS client reaching [`DEV`] at `addr`, presenting `device`.
-    fn client(&self, addr: SocketAddr, device: Option<&(String, String)>) -> reqwest::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert.der().clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-        let config = match device {
-            None => config.with_no_client_auth(),
-            Some((chain, key)) => {
-                use rustls::pki_types::pem::PemObject;
-                let chain = rustls::pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
-                    .collect::<Result<Vec<_>, _>>()
-                    .unwrap();
-                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-                config.with_client_auth_cert(chain, key).unwrap()
-            }
-        };
-        reqwest::Client::builder()
-            .use_preconfigured_tls(config)
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(20))
-            .resolve(DEV, addr)
-            .build()
-            .unwrap()
-    }
+/// An HTTPS client reaching [`DEV`] at `addr`, presenting `device`.
+fn dev_client(ca: &Ca, addr: SocketAddr, device: Option<&(String, String)>) -> reqwest::Client {
+    ca.client_as(&[(DEV, addr)], device)
 }
 
 /// A host configuration serving HTTPS with device certificates from `ca`
@@ -669,7 +571,7 @@ fn https(addr: SocketAddr, path: &str) -> String {
 async fn kiosks_and_counters_identified_by_their_certificates_each_revocable_on_its_own() {
     let certs = tempfile::tempdir().unwrap();
     let ca = Ca::new();
-    ca.init(certs.path());
+    init_certs(&ca, certs.path());
     // PROD, with its own secrets: the preflight lets it start.
     let config = mtls_config(
         certs.path(),
@@ -701,7 +603,7 @@ async fn kiosks_and_counters_identified_by_their_certificates_each_revocable_on_
     let stranger = ca.device("kiosk-unregistered", 104);
 
     let issue = |device: Option<&(String, String)>, key: &str, headers: Vec<(&str, &str)>| {
-        let http = ca.client(tls, device);
+        let http = dev_client(&ca, tls, device);
         let key = key.to_string();
         let headers: Vec<(String, String)> = headers
             .into_iter()
@@ -731,7 +633,7 @@ async fn kiosks_and_counters_identified_by_their_certificates_each_revocable_on_
     let (status, body) = issue(None, "c-3", vec![("authorization", &key)]).await;
     assert_eq!(status, 201, "{body}");
     // kiosk-demo-1 is bound to demo.
-    let http = ca.client(tls, Some(&kiosk_1));
+    let http = dev_client(&ca, tls, Some(&kiosk_1));
     let (status, body) = send(
         &http,
         "POST",
@@ -745,7 +647,7 @@ async fn kiosks_and_counters_identified_by_their_certificates_each_revocable_on_
     let (status, body) = issue(Some(&stranger), "c-5", vec![]).await;
     assert_eq!((status, code(&body)), (401, "unauthorized"), "{body}");
     // A counter with its certificate calls at its own counter.
-    let http = ca.client(tls, Some(&counter_1));
+    let http = dev_client(&ca, tls, Some(&counter_1));
     let (status, called) = send(
         &http,
         "POST",
@@ -780,8 +682,7 @@ async fn kiosks_and_counters_identified_by_their_certificates_each_revocable_on_
     ca.revoke(certs.path(), &[101], 2);
     host.hangup();
     assert!(host.wait_for_log("reloaded"), "{}", host.stderr());
-    let revoked = ca
-        .client(tls, Some(&kiosk_1))
+    let revoked = dev_client(&ca, tls, Some(&kiosk_1))
         .post(https(tls, "/api/v1/tickets"))
         .header("idempotency-key", "c-7")
         .json(&ticket_at("demo", "kiosk"))
@@ -796,7 +697,7 @@ async fn kiosks_and_counters_identified_by_their_certificates_each_revocable_on_
 async fn a_certificate_identifies_no_one_unless_the_deployment_trusts_the_hosts_header() {
     let certs = tempfile::tempdir().unwrap();
     let ca = Ca::new();
-    ca.init(certs.path());
+    init_certs(&ca, certs.path());
     // The same host, but the app is not told the host verifies certificates.
     let config = mtls_config(certs.path(), "", "");
     let (_state, host) = start(
@@ -808,7 +709,7 @@ async fn a_certificate_identifies_no_one_unless_the_deployment_trusts_the_hosts_
     );
     let tls = host.tls_addr.expect("HTTPS");
     let kiosk_1 = ca.device("kiosk-demo-1", 201);
-    let with_certificate = ca.client(tls, Some(&kiosk_1));
+    let with_certificate = dev_client(&ca, tls, Some(&kiosk_1));
     let (status, body) = send(
         &with_certificate,
         "POST",
@@ -832,7 +733,7 @@ async fn a_certificate_identifies_no_one_unless_the_deployment_trusts_the_hosts_
     .await;
     assert_eq!((status, code(&body)), (401, "unauthorized"), "{body}");
     // The key still works, with or without a certificate.
-    for http in [with_certificate, ca.client(tls, None)] {
+    for http in [with_certificate, dev_client(&ca, tls, None)] {
         let (status, body) = send(
             &http,
             "POST",

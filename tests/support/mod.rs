@@ -2,6 +2,7 @@
 //! it over real sockets.
 #![allow(dead_code)]
 
+pub mod ca;
 pub mod openapi;
 
 use std::io::{BufRead, BufReader, Read};

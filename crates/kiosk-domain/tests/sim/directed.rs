@@ -1,8 +1,6 @@
-//! Directed tests: the known bugs of the queue-document design, each forced
-//! with a fixed sequence or by exploring every interleaving of two requests
-//! ([`explore`]). Tests that fail on the current code are `#[ignore]`d until
-//! the redesign lands; run them with `cargo test -p kiosk-domain --test sim
-//! -- --ignored`.
+//! Directed tests: the known bugs of the old queue-document design, each
+//! forced with a fixed sequence or by exploring every interleaving of two
+//! requests ([`explore`]). Each failed on that design and passes now.
 
 use std::cell::Cell;
 

@@ -332,6 +332,23 @@ impl<'a, S: Store> Kiosk<'a, S> {
         )))
     }
 
+    /// The view of `record` at `now`, or `None` for a waiting ticket whose
+    /// position callers have walked past (see [`Kiosk::position`]).
+    fn view_if_standing(
+        &self,
+        record: &TicketRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TicketView>, DomainError> {
+        let branch = self.catalog.branch(&record.branch);
+        let status = record.status_at(branch, now);
+        let Some(b) = branch.filter(|_| status == crate::TicketStatus::Waiting) else {
+            return Ok(Some(record.view(status, 0, 0)));
+        };
+        Ok(self
+            .position(b, record)?
+            .map(|(ahead, estimate)| record.view(status, ahead, estimate)))
+    }
+
     /// The view of a ticket just written by this request: its position if
     /// it still stands there, else none (what happened to it since is for
     /// the next read to tell).
@@ -340,13 +357,13 @@ impl<'a, S: Store> Kiosk<'a, S> {
         record: &TicketRecord,
         now: DateTime<Utc>,
     ) -> Result<TicketView, DomainError> {
-        let branch = self.catalog.branch(&record.branch);
-        let status = record.status_at(branch, now);
-        let Some(b) = branch.filter(|_| status == crate::TicketStatus::Waiting) else {
-            return Ok(record.view(status, 0, 0));
-        };
-        let (ahead, estimate) = self.position(b, record)?.unwrap_or((0, 0));
-        Ok(record.view(status, ahead, estimate))
+        match self.view_if_standing(record, now)? {
+            Some(view) => Ok(view),
+            None => {
+                let status = record.status_at(self.catalog.branch(&record.branch), now);
+                Ok(record.view(status, 0, 0))
+            }
+        }
     }
 
     /// The current view of a ticket at `now`. A waiting ticket whose
@@ -356,25 +373,14 @@ impl<'a, S: Store> Kiosk<'a, S> {
         record: &TicketRecord,
         now: DateTime<Utc>,
     ) -> Result<TicketView, DomainError> {
-        let branch = self.catalog.branch(&record.branch);
-        let status = record.status_at(branch, now);
-        let Some(b) = branch.filter(|_| status == crate::TicketStatus::Waiting) else {
-            return Ok(record.view(status, 0, 0));
-        };
-        if let Some((ahead, estimate)) = self.position(b, record)? {
-            return Ok(record.view(status, ahead, estimate));
+        if let Some(view) = self.view_if_standing(record, now)? {
+            return Ok(view);
         }
         let (record, bytes) = self
             .load(&record.id)?
             .ok_or_else(|| DomainError::TicketNotFound(record.id.clone()))?;
         let (placed, _) = self.ensure_placed(record, bytes)?;
-        let status = placed.status_at(branch, now);
-        match self.position(b, &placed)? {
-            Some((ahead, estimate)) if status == crate::TicketStatus::Waiting => {
-                Ok(placed.view(status, ahead, estimate))
-            }
-            _ => Ok(placed.view(status, 0, 0)),
-        }
+        self.view_written(&placed, now)
     }
 }
 

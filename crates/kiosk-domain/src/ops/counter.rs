@@ -55,7 +55,9 @@ impl<'a, S: Store> Kiosk<'a, S> {
                         });
                     }
                     if !counter.services.contains(s) {
-                        return Err(DomainError::InvalidRequest(format!(
+                        // 409, not 400: the request is well-formed; the
+                        // catalog's current assignment of services refuses it.
+                        return Err(DomainError::Conflict(format!(
                             "counter {:?} does not serve {s:?}; it serves {}",
                             counter.id,
                             counter.services.join(", ")
@@ -203,7 +205,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
                 )));
             }
             if record.service == target.id {
-                return Err(DomainError::InvalidRequest(format!(
+                return Err(DomainError::Conflict(format!(
                     "ticket {} is already in the {:?} queue",
                     record.display_number(),
                     target.id

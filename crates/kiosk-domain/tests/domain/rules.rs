@@ -852,7 +852,7 @@ fn call_next_validation() {
             mon_10(),
         )
         .unwrap_err();
-    assert_eq!(e.code(), "invalid_request");
+    assert_eq!(e.code(), "conflict");
     assert!(e.to_string().contains("does not serve"));
     let e = k
         .call_next(
@@ -1060,7 +1060,7 @@ fn transfer_keeps_number_and_place_in_time() {
             now,
         )
         .unwrap_err();
-    assert_eq!(e.code(), "invalid_request");
+    assert_eq!(e.code(), "conflict");
     k.complete(&staff, "demo", &b1.id, now + secs(60)).unwrap();
     let e = k
         .transfer(

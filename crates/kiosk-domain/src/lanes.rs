@@ -20,6 +20,27 @@
 //!   is never acknowledged at a position that callers skip, and nothing
 //!   waits for a placer that died.
 //!
+//! **Moving a waiting or called ticket** (a transfer, or a ticket placed
+//! again) cannot write its record and slot together: the record changes by
+//! compare-and-swap. So the slot comes first and the record last, and the
+//! record never names a position before that position is decided:
+//!
+//! 1. take a position; write its slot as *pending*, `{id}@{rev}`: "ticket
+//!    `id` moves here from record revision `rev`";
+//! 2. settle its fate (a caller that passed the empty slot first voids it);
+//! 3. *reserve* it: compare-and-swap the slot to `{id}@{rev}!` (a caller
+//!    that found it pending and voided it first, `void`, wins instead);
+//! 4. compare-and-swap the record from revision `rev` to the new place.
+//!
+//! A reserved slot whose record is still at `rev` is a move its mover
+//! did not finish (slow, failed, killed): the first caller that reads it
+//! decides it. A ticket placed again after losing its position is moved
+//! (step 4, the same write), so a mover that dies never strands it; a
+//! transfer is undone (the record goes one revision on, unchanged), so a
+//! failed transfer never lands after its counter was told it failed. A
+//! pending slot is voided like an empty one. A record that moved past
+//! `rev` another way leaves the slot gone.
+//!
 //! `left` counts positions that stopped waiting (calls, cancels, transfers
 //! out, voided positions), so a lane's waiting count is `seq − left`
 //! without reading its entries. A request that dies between its record
@@ -119,10 +140,111 @@ impl Counts {
 pub(crate) enum Entry {
     /// The ticket waits here: its record and the exact bytes read.
     Live(Box<TicketRecord>, Vec<u8>),
-    /// Its ticket moved on.
+    /// Its ticket moved on (or never came: a void position).
     Gone,
     /// Not (fully) written yet.
     Open,
+    /// A move here is not decided yet: the slot's exact bytes.
+    Pending(Vec<u8>),
+    /// A move here was decided but the record (read as these bytes) has
+    /// not been moved yet: finish it ([`finish_move`]).
+    Reserved(Box<TicketRecord>, Vec<u8>),
+}
+
+/// A slot of a void position.
+pub(crate) const VOID_SLOT: &[u8] = b"void";
+
+/// What a slot says.
+enum Slot<'a> {
+    /// An issued ticket, written with its record.
+    Issued(&'a str),
+    /// A move of the ticket from record revision `rev`, undecided.
+    Pending {
+        id: &'a str,
+        rev: u64,
+    },
+    /// A move of the ticket from record revision `rev`, decided.
+    Reserved {
+        id: &'a str,
+        rev: u64,
+    },
+    Void,
+}
+
+impl<'a> Slot<'a> {
+    fn parse(bytes: &'a [u8]) -> Option<Slot<'a>> {
+        if bytes == VOID_SLOT {
+            return Some(Slot::Void);
+        }
+        let text = std::str::from_utf8(bytes).ok()?;
+        let Some((id, rev)) = text.split_once('@') else {
+            return Some(Slot::Issued(text));
+        };
+        Some(match rev.strip_suffix('!') {
+            Some(rev) => Slot::Reserved {
+                id,
+                rev: rev.parse().ok()?,
+            },
+            None => Slot::Pending {
+                id,
+                rev: rev.parse().ok()?,
+            },
+        })
+    }
+
+    fn id(&self) -> Option<&'a str> {
+        match *self {
+            Slot::Issued(id) | Slot::Pending { id, .. } | Slot::Reserved { id, .. } => Some(id),
+            Slot::Void => None,
+        }
+    }
+}
+
+/// The slot of a pending move of `record` (step 1 of a move).
+pub(crate) fn pending_slot(record: &TicketRecord) -> Vec<u8> {
+    format!("{}@{}", record.id, record.rev).into_bytes()
+}
+
+/// The slot of a reserved move of `record` (step 3 of a move).
+pub(crate) fn reserved_slot(record: &TicketRecord) -> Vec<u8> {
+    format!("{}@{}!", record.id, record.rev).into_bytes()
+}
+
+/// `record` as it waits at `pos` of `lane` after a move: in the lane's
+/// service, waiting, one revision on.
+pub(crate) fn moved_to(record: &TicketRecord, lane: &Lane, pos: u32) -> TicketRecord {
+    let mut next = record.clone();
+    next.service = lane.service.clone();
+    next.status = crate::TicketStatus::Waiting;
+    next.counter = None;
+    next.called_at = None;
+    next.lane = lane.clone();
+    next.pos = pos;
+    next.rev = record.rev + 1;
+    next
+}
+
+/// Step 4 of a move: writes `record` (read as `bytes`) at `pos` of `lane`
+/// if it is still as read. `Ok(None)` if it changed meanwhile. A ticket
+/// that waited in another service leaves its old lane's count.
+pub(crate) fn finish_move<S: Store>(
+    store: &S,
+    record: &TicketRecord,
+    bytes: &[u8],
+    lane: &Lane,
+    pos: u32,
+) -> Result<Option<(TicketRecord, Vec<u8>)>, DomainError> {
+    let next = moved_to(record, lane, pos);
+    let written = next.to_bytes();
+    if !store.compare_and_swap(&keys::ticket(&next.id), Some(bytes), &written)? {
+        return Ok(None);
+    }
+    // A ticket placed again in its own service left its old position when
+    // that was voided; one transferred from waiting leaves it now.
+    if record.waits() && record.service != lane.service {
+        let _ = store.increment(&record.lane.left(), 1);
+    }
+    Ok(Some((next, written)))
 }
 
 /// Reads positions `from..to` of several lanes in two round trips (slots,
@@ -139,34 +261,44 @@ pub(crate) fn read_entries<S: Store>(
         return Ok(ranges.iter().map(|_| Vec::new()).collect());
     }
     let slots = store.get_many(&slot_keys)?;
-    let ids: Vec<Option<String>> = slots
-        .into_iter()
-        .map(|v| v.and_then(|b| String::from_utf8(b).ok()))
+    let record_keys: Vec<String> = slots
+        .iter()
+        .filter_map(|v| v.as_deref().and_then(Slot::parse)?.id().map(keys::ticket))
         .collect();
-    let record_keys: Vec<String> = ids.iter().flatten().map(|id| keys::ticket(id)).collect();
     let mut records = if record_keys.is_empty() {
         Vec::new()
     } else {
         store.get_many(&record_keys)?
     }
     .into_iter();
-    let mut ids = ids.into_iter();
+    let mut slots = slots.into_iter();
     let mut out = Vec::with_capacity(ranges.len());
     for (lane, from, to) in ranges {
         let mut entries = Vec::with_capacity((to - from) as usize);
         for pos in *from..*to {
-            let entry = match ids.next().flatten() {
-                None => Entry::Open,
-                Some(id) => match records.next().flatten() {
-                    None => Entry::Open,
-                    Some(bytes) => match TicketRecord::parse(&keys::ticket(&id), &bytes) {
-                        Err(_) => Entry::Open,
-                        Ok(r) if r.lane == **lane && r.pos == pos && r.waits() => {
-                            Entry::Live(Box::new(r), bytes)
-                        }
-                        Ok(_) => Entry::Gone,
-                    },
-                },
+            let bytes = slots.next().flatten();
+            let slot = bytes.as_deref().and_then(Slot::parse);
+            let record = match slot.as_ref().and_then(Slot::id) {
+                Some(id) => records
+                    .next()
+                    .flatten()
+                    .and_then(|b| Some((TicketRecord::parse(&keys::ticket(id), &b).ok()?, b))),
+                None => None,
+            };
+            let here = |r: &TicketRecord| r.lane == **lane && r.pos == pos && r.waits();
+            let entry = match (slot, record) {
+                (None, _) => Entry::Open,
+                (Some(Slot::Void), _) => Entry::Gone,
+                (Some(Slot::Issued(_)), None) => Entry::Open,
+                (Some(Slot::Pending { .. } | Slot::Reserved { .. }), None) => Entry::Gone,
+                (Some(Slot::Pending { rev, .. }), Some((r, _))) if r.rev == rev => {
+                    Entry::Pending(bytes.clone().unwrap_or_default())
+                }
+                (Some(Slot::Reserved { rev, .. }), Some((r, b))) if r.rev == rev => {
+                    Entry::Reserved(Box::new(r), b)
+                }
+                (Some(_), Some((r, b))) if here(&r) => Entry::Live(Box::new(r), b),
+                (Some(_), Some(_)) => Entry::Gone,
             };
             entries.push((pos, entry));
         }
@@ -228,20 +360,38 @@ pub(crate) fn first_live<S: Store>(
     // read it; each does so once, so this ends.
     'walk: for _ in 0..=SCAN_BATCH {
         let mut pos = start;
-        let mut opens: Vec<u32> = Vec::new();
+        // Open positions, with the slot of those pending a move.
+        let mut opens: Vec<(u32, Option<Vec<u8>>)> = Vec::new();
         while pos < end && pos - start < MAX_WALK {
             let to = (pos + SCAN_BATCH).min(end);
             let entries = read_entries(store, &[(lane, pos, to)])?
                 .pop()
                 .unwrap_or_default();
             for (p, entry) in entries {
-                if let Entry::Open = entry {
-                    opens.push(p);
-                    continue;
-                }
+                let entry = match entry {
+                    Entry::Open => {
+                        opens.push((p, None));
+                        continue;
+                    }
+                    Entry::Pending(slot) => {
+                        opens.push((p, Some(slot)));
+                        continue;
+                    }
+                    Entry::Reserved(record, bytes) => {
+                        // Its mover did not finish (slow or dead): decide
+                        // the move, read again.
+                        settle_move(store, &record, &bytes, lane, p)?;
+                        continue 'walk;
+                    }
+                    decided => decided,
+                };
                 // Something after them is decided: pass the open ones.
-                for o in opens.drain(..) {
-                    match pass(store, lane, o)? {
+                for (o, pending) in opens.drain(..) {
+                    let decided = match pending {
+                        None => pass(store, lane, o)?,
+                        Some(slot) => void_pending(store, lane, o, &slot)?,
+                    };
+                    match decided {
                         Pass::VoidedFirst => {
                             let _ = store.increment(&lane.left(), 1);
                         }
@@ -256,10 +406,56 @@ pub(crate) fn first_live<S: Store>(
             }
             pos = to;
         }
-        raise_head(store, lane, start, opens.first().copied().unwrap_or(pos));
+        raise_head(
+            store,
+            lane,
+            start,
+            opens.first().map_or(pos, |(first, _)| *first),
+        );
         return Ok(None);
     }
     Ok(None)
+}
+
+/// A caller deciding a reserved move its mover has not finished (step 4 not
+/// written: the mover is slow, failed or died). A ticket placed again in
+/// its own service after losing its position has no other place: the move
+/// is finished. A transfer is undone instead: the record's revision goes
+/// one on, unchanged, so the mover's write fails (a live mover tries
+/// again) and the ticket stays where its counter last saw it (called
+/// there, or waiting in its old queue), as the transfer's failure told.
+fn settle_move<S: Store>(
+    store: &S,
+    record: &TicketRecord,
+    bytes: &[u8],
+    lane: &Lane,
+    pos: u32,
+) -> Result<(), DomainError> {
+    if record.waits() && record.service == lane.service {
+        finish_move(store, record, bytes, lane, pos)?;
+    } else {
+        let mut same = record.clone();
+        same.rev += 1;
+        store.compare_and_swap(&keys::ticket(&record.id), Some(bytes), &same.to_bytes())?;
+    }
+    Ok(())
+}
+
+/// A caller voiding a position whose move is pending (slot read as
+/// `slot`): `Placed` if its mover reserved it first (read it again).
+fn void_pending<S: Store>(
+    store: &S,
+    lane: &Lane,
+    pos: u32,
+    slot: &[u8],
+) -> Result<Pass, StoreError> {
+    Ok(
+        if store.compare_and_swap(&lane.slot(pos), Some(slot), VOID_SLOT)? {
+            Pass::VoidedFirst
+        } else {
+            Pass::Placed
+        },
+    )
 }
 
 /// Live entries of `lane` in `from..to` (at most [`EXACT_AHEAD`] positions

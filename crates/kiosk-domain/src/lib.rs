@@ -49,7 +49,7 @@
 //! | --- | --- | --- |
 //! | `ticket:{id}` | the ticket record (JSON, `v` = [`TICKET_SCHEMA`]): the one truth about a ticket, including where it waits | `set_many` at issue, then compare-and-swap only |
 //! | `lane-seq:{lane}` | positions taken in a lane; for a `main` lane, the ticket number | `increment` only |
-//! | `lane-slot:{lane}:{pos}` | the id of the ticket placed there | `set` by its placer |
+//! | `lane-slot:{lane}:{pos}` | the id of the ticket issued there; for a move, `{id}@{rev}` (pending), `{id}@{rev}!` (reserved) or `void` | `set` by its placer; compare-and-swap to reserve or void a move |
 //! | `lane-fate:{lane}:{pos}` | who decided a position first: its placer (+1) or a caller passing it while empty (+10^6) | `increment` only |
 //! | `lane-left:{lane}` | positions that stopped waiting (waiting = seq − left) | `increment` only |
 //! | `lane-head:{lane}` | lowest position that may still wait (a hint) | `set` |

@@ -63,6 +63,10 @@ pub(crate) struct TicketRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// The numbers the issue answered with.
     pub first: FirstAnswer,
+    /// Revision: 0 as issued, one more with every write. A placement names
+    /// the revision it moves the ticket from (see [`crate::lanes`]).
+    #[serde(default)]
+    pub rev: u64,
 }
 
 /// What a counter, phone or kiosk asks of a ticket.
@@ -269,6 +273,7 @@ mod tests {
                 waiting_ahead: 3,
                 estimated_wait_s: 300,
             },
+            rev: 0,
         }
     }
 

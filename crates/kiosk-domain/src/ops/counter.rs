@@ -116,7 +116,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
             called.status = to;
             called.counter = Some(counter.id.clone());
             called.called_at = Some(now);
-            if self.swap(&bytes, &called)?.is_none() {
+            if self.swap(&bytes, &mut called)?.is_none() {
                 continue;
             }
             let _ = self.store.increment(&lane.left(), 1);
@@ -211,26 +211,15 @@ impl<'a, S: Store> Kiosk<'a, S> {
                     target.id
                 )));
             }
-            let old_lane = record.lane.clone();
-            let was_waiting = record.waits();
             let lane = Lane {
                 branch: branch.id.clone(),
                 service: target.id.clone(),
                 day: record.lane.day,
                 kind: LaneKind::Moved,
             };
-            let placed = self.place(record, bytes, lane, |r| {
-                r.service = target.id.clone();
-                r.status = TicketStatus::Waiting;
-                r.counter = None;
-                r.called_at = None;
-            })?;
-            let Some((moved, _)) = placed else {
+            let Some((moved, _)) = self.place(record, bytes, lane)? else {
                 continue;
             };
-            if was_waiting {
-                let _ = self.store.increment(&old_lane.left(), 1);
-            }
             return self.view_written(&moved, now);
         }
         Err(self.too_busy("this ticket"))
@@ -385,7 +374,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
             let mut ended = record.clone();
             ended.status = to;
             ended.finished_at = Some(now);
-            if self.swap(&bytes, &ended)?.is_none() {
+            if self.swap(&bytes, &mut ended)?.is_none() {
                 continue;
             }
             if record.waits() {

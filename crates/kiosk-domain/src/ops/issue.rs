@@ -265,6 +265,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
                 waiting_ahead: waiting,
                 estimated_wait_s: service_times::estimate(branch, service, &line.samples, waiting),
             },
+            rev: 0,
         };
         // From here on the ticket may have landed even if a call fails: the
         // claims stay pending, and a retry finds it (and finishes placing it).

@@ -137,7 +137,9 @@ impl<'a, S: Store> Kiosk<'a, S> {
 
     /// Writes `new` over the record read as `old`: `Ok(Some(bytes))` if it
     /// won, `Ok(None)` if the record changed meanwhile.
-    fn swap(&self, old: &[u8], new: &TicketRecord) -> Result<Option<Vec<u8>>, DomainError> {
+    /// `new` is a changed copy of the record read: its revision goes one on.
+    fn swap(&self, old: &[u8], new: &mut TicketRecord) -> Result<Option<Vec<u8>>, DomainError> {
+        new.rev += 1;
         let bytes = new.to_bytes();
         if self
             .store
@@ -187,45 +189,63 @@ impl<'a, S: Store> Kiosk<'a, S> {
         Ok((lines, extra_values.to_vec()))
     }
 
-    /// Places the ticket (record read as `bytes`) at a new position at the
-    /// end of `lane`, then settles it; if callers passed that position
-    /// first, places it again in its service's `moved` lane. `edit`
-    /// changes the record for its new place (status, service...). Returns
-    /// the record as written, or `Ok(None)` if the record changed meanwhile.
+    /// Moves the ticket (record read as `bytes`) to a new position at the
+    /// end of `lane`, waiting in the lane's service (see [`lanes`] for the
+    /// four steps); where callers passed or voided that position first,
+    /// tries again in its service's `moved` lane. Returns the record as
+    /// written, or `Ok(None)` if the record changed meanwhile.
     fn place(
         &self,
-        mut record: TicketRecord,
-        mut bytes: Vec<u8>,
+        record: TicketRecord,
+        bytes: Vec<u8>,
         mut lane: Lane,
-        edit: impl Fn(&mut TicketRecord),
     ) -> Result<Option<(TicketRecord, Vec<u8>)>, DomainError> {
+        let pending = lanes::pending_slot(&record);
+        let reserved = lanes::reserved_slot(&record);
         for _ in 0..MAX_PLACEMENTS {
             let pos = take_position(self.store, &lane)?;
-            let mut next = record.clone();
-            edit(&mut next);
-            next.lane = lane.clone();
-            next.pos = pos;
-            let Some(written) = self.swap(&bytes, &next)? else {
-                // Changed by someone else: this position stays open and
-                // is voided by the first caller that passes it.
-                return Ok(None);
-            };
-            // The record now says it waits here: callers find it only
-            // through the slot, so a failed write is tried again.
-            self.set_slot(&lane, pos, &next.id)?;
+            self.set_slot(&lane, pos, &pending)?;
             retention::TICKETS.record(
                 self.store,
-                next.issued_at + self.catalog.retention().tickets,
+                record.issued_at + self.catalog.retention().tickets,
                 &[lane.slot(pos), lane.fate(pos)],
             );
-            if lanes::settle(self.store, &lane, pos)? {
-                return Ok(Some((next, written)));
+            let stands = lanes::settle(self.store, &lane, pos)?;
+            if !stands {
+                // Passed while its slot was empty: void. Say so, for readers.
+                let _ = self.store.set(&lane.slot(pos), lanes::VOID_SLOT);
             }
-            record = next;
-            bytes = written;
-            lane = Lane {
-                kind: LaneKind::Moved,
-                ..lane
+            if !stands
+                || !self
+                    .store
+                    .compare_and_swap(&lane.slot(pos), Some(&pending), &reserved)?
+            {
+                lane = Lane {
+                    kind: LaneKind::Moved,
+                    ..lane
+                };
+                continue;
+            }
+            if let Some(moved) = lanes::finish_move(self.store, &record, &bytes, &lane, pos)? {
+                return Ok(Some(moved));
+            }
+            // A caller finished the move for us (answer it as moved, even
+            // if it was called since), or the ticket changed meanwhile (its
+            // reserved position is then gone).
+            return match self.load(&record.id)? {
+                Some((now, _)) if now.lane == lane && now.pos == pos => {
+                    let moved = lanes::moved_to(&record, &lane, pos);
+                    let written = moved.to_bytes();
+                    Ok(Some((moved, written)))
+                }
+                Some((now, _)) => {
+                    if now.rev == record.rev + 1 {
+                        // Certainly not moved here: the position left.
+                        let _ = self.store.increment(&lane.left(), 1);
+                    }
+                    Ok(None)
+                }
+                None => Ok(None),
             };
         }
         Err(self.too_busy("this ticket's place"))
@@ -244,20 +264,20 @@ impl<'a, S: Store> Kiosk<'a, S> {
         if !record.waits() {
             return Ok((record, bytes));
         }
-        self.set_slot(&record.lane, record.pos, &record.id)?;
+        self.set_slot(&record.lane, record.pos, record.id.as_bytes())?;
         self.settle_or_move(record, bytes)
     }
 
     /// Writes the slot naming `id` at `pos`, trying a failed write twice
     /// more (a ticket whose record is placed but whose slot is missing is
     /// found only by its readers, who place it again).
-    fn set_slot(&self, lane: &Lane, pos: u32, id: &str) -> Result<(), DomainError> {
-        let mut result = self.store.set(&lane.slot(pos), id.as_bytes());
+    fn set_slot(&self, lane: &Lane, pos: u32, slot: &[u8]) -> Result<(), DomainError> {
+        let mut result = self.store.set(&lane.slot(pos), slot);
         for _ in 0..2 {
             if result.is_ok() {
                 break;
             }
-            result = self.store.set(&lane.slot(pos), id.as_bytes());
+            result = self.store.set(&lane.slot(pos), slot);
         }
         Ok(result?)
     }
@@ -278,7 +298,7 @@ impl<'a, S: Store> Kiosk<'a, S> {
             kind: LaneKind::Moved,
             ..lane
         };
-        match self.place(record.clone(), bytes, moved, |_| {})? {
+        match self.place(record.clone(), bytes, moved)? {
             Some(placed) => Ok(placed),
             // Changed meanwhile (called, cancelled): read what it is now.
             None => self

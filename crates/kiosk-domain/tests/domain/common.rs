@@ -125,6 +125,10 @@ pub struct Faults {
     /// Compare-and-swap with `expected: None` writes whatever is there, as
     /// Spin's stores do (an upsert), instead of inserting only if absent.
     pub cas_absent_overwrites: bool,
+    /// After this many more operations every operation fails: a request
+    /// killed between two of its operations (a `set_many` counts one, then
+    /// one per item, so it can die half-written).
+    pub ops_left: Option<u32>,
 }
 
 /// A [`FaultyStore`] that behaves like Spin's stores: compare-and-swap on
@@ -148,7 +152,13 @@ impl FaultyStore {
     }
 
     fn down(&self) -> Result<(), StoreError> {
-        match &self.faults.lock().unwrap().down {
+        let mut f = self.faults.lock().unwrap();
+        match &mut f.ops_left {
+            Some(0) => return Err(StoreError("killed".into())),
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        match &f.down {
             Some(m) => Err(StoreError(m.clone())),
             None => Ok(()),
         }

@@ -331,3 +331,64 @@ fn a_long_run_of_dead_issuers_does_not_hide_the_ticket_behind_them() {
     assert_eq!(called.id, t.id);
     assert_eq!(k.queue("busy", now).unwrap().services[0].waiting, 0);
 }
+
+#[test]
+fn a_transfer_killed_at_any_step_leaves_the_ticket_callable() {
+    let c = busy_catalog();
+    let staff = counter_caller();
+    let now = mon_10();
+    let to_loan = || TransferRequest {
+        service: "loan".into(),
+    };
+    // A waiting ticket and a called one, each with a ticket behind it in
+    // the target lane, transferred by a request killed after 0, 1, 2...
+    // store operations, until one runs to its end.
+    for called in [false, true] {
+        let mut finished = false;
+        for budget in 0..64 {
+            let s = FaultyStore::default();
+            let k = Kiosk::new(&c, &s);
+            let t = issue_kiosk(&k, "busy", "deposit", now).unwrap();
+            if called {
+                k.call_next(&staff, "busy", call("1"), now)
+                    .unwrap()
+                    .unwrap();
+            }
+            s.with(|f| f.ops_left = Some(budget));
+            let answered = k.transfer(&staff, "busy", &t.id, to_loan(), now).is_ok();
+            s.with(|f| f.ops_left = None);
+            // Later traffic in the target lane: another transfer lands
+            // behind it, so callers must decide the killed one's position.
+            let u = issue_kiosk(&k, "busy", "deposit", now).unwrap();
+            k.transfer(&staff, "busy", &u.id, to_loan(), now).unwrap();
+            let view = k.ticket(&staff, &t.id, now).unwrap();
+            let state = format!("killed after {budget} operations (called: {called}): {view:?}");
+            if view.status == TicketStatus::Called {
+                // Not moved: still at counter 1's desk, where it is ended.
+                assert!(!answered, "{state}");
+                k.complete(&staff, "busy", &t.id, now).unwrap();
+            } else {
+                assert_eq!(view.status, TicketStatus::Waiting, "{state}");
+                if answered {
+                    assert_eq!(view.service, "loan", "{state}");
+                }
+                // Whatever it reads, counters find it: the two tickets are
+                // called, and nothing else.
+                let mut seen = Vec::new();
+                while let Some(v) = k.call_next(&staff, "busy", call("2"), now).unwrap() {
+                    seen.push(v.id.clone());
+                    k.complete(&staff, "busy", &v.id, now).unwrap();
+                }
+                seen.sort();
+                let mut want = vec![t.id.clone(), u.id.clone()];
+                want.sort();
+                assert_eq!(seen, want, "{state}");
+            }
+            if answered {
+                finished = true;
+                break;
+            }
+        }
+        assert!(finished, "a transfer with 64 operations to spare finishes");
+    }
+}

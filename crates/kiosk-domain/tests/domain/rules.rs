@@ -1392,9 +1392,9 @@ fn store_round_trips_per_operation() {
 
     let b = issue_kiosk(&k, "demo", "loan", now).unwrap();
     s.take();
-    // A transfer places the ticket in the target's `moved` lane (position,
-    // record, slot, settle), counts it out of its old lane, then answers
-    // its position there.
+    // A transfer moves the ticket to the target's `moved` lane (position,
+    // pending slot, retention log, settle, reserve, record), counts it out
+    // of its old lane, then answers its position there.
     k.transfer(
         &staff,
         "demo",
@@ -1410,11 +1410,12 @@ fn store_round_trips_per_operation() {
         [
             "get",
             "increment",
+            "set",
+            "increment",
+            "set",
+            "increment",
             "cas",
-            "set",
-            "increment",
-            "set",
-            "increment",
+            "cas",
             "increment",
             "get_many",
             "get_many",

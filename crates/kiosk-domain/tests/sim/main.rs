@@ -130,6 +130,7 @@ pub fn known_violations(semantics: Semantics) -> &'static [Inv] {
             Inv::UniqueNumber,
             Inv::NoLostTicket,
             Inv::OneHolder,
+            Inv::ClaimReleased,
             Inv::Idempotency,
         ],
     }

@@ -33,13 +33,15 @@
 //! # Records
 //!
 //! `idem:{purpose}:{scope}:{key}` holds JSON
-//! `{"v":1,"fp","state","at","until","data"}`: the schema version
+//! `{"v":1,"fp","state","at","until","keep","data"}`: the schema version
 //! ([`IDEMPOTENCY_SCHEMA`]), the request fingerprint, the state (`pending`,
 //! `done`, `retry`, `released`), the unix second of the claim (the retention
-//! counts from it), the end of the pending lease, and the caller's data (for
-//! a pending ticket: its id; when done: the result to replay). Records and
-//! lock counters are never deleted here; a sweep may delete records older
-//! than the retention and lock counters older than two epochs.
+//! counts from it), the end of the pending lease, until when the sweep keeps
+//! it (`keep`: a claim that takes a record over, as each new ticket of a
+//! phone at a branch does, restarts its retention), and the caller's data
+//! (for a pending ticket: its id; when done: the result to replay). The
+//! retention sweep ([`crate::retention`]) deletes records past `keep` and
+//! lock counters older than two epochs.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -141,8 +143,22 @@ struct Record {
     at: i64,
     /// Unix seconds at which a pending claim lapses.
     until: i64,
+    /// Unix seconds until which the sweep keeps it: a claim that took the
+    /// record over restarts its retention (0 in records written before).
+    #[serde(default)]
+    keep: i64,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     data: Value,
+}
+
+/// Until when the sweep must keep the idempotency record stored as `bytes`
+/// (`None`: not a record this build reads, or one written before records
+/// said; deleted when due).
+pub(crate) fn kept_until(bytes: &[u8]) -> Option<DateTime<Utc>> {
+    let record: Record = serde_json::from_slice(bytes).ok()?;
+    (record.keep > 0)
+        .then(|| DateTime::from_timestamp(record.keep, 0))
+        .flatten()
 }
 
 impl Record {
@@ -252,6 +268,7 @@ impl<'a, S: Store> Claims<'a, S> {
             state: State::Pending,
             at: now.timestamp(),
             until: (now + self.lease).timestamp(),
+            keep: (now + self.retention + self.lease).timestamp(),
             data,
         };
         let Some(mut current) = self.create(key, &mine, now)? else {

@@ -52,14 +52,31 @@ pub const DEFAULT_TICKET_RETENTION: TimeDelta = TimeDelta::days(35);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Log {
     name: &'static str,
+    /// For keys whose life can be extended after they were logged (a
+    /// record taken over): the prefix of those keys, and until when a
+    /// stored value must be kept. Such a key is read before it goes, and
+    /// logged again for that time if it has not passed.
+    kept: Option<(&'static str, KeptUntil)>,
 }
 
+/// Until when a stored value must be kept, if it says.
+type KeptUntil = fn(&[u8]) -> Option<DateTime<Utc>>;
+
 /// Rate windows.
-pub(crate) const RATE: Log = Log { name: "rate" };
+pub(crate) const RATE: Log = Log {
+    name: "rate",
+    kept: None,
+};
 /// Tickets and their lanes.
-pub(crate) const TICKETS: Log = Log { name: "gc-tickets" };
+pub(crate) const TICKETS: Log = Log {
+    name: "gc-tickets",
+    kept: None,
+};
 /// Idempotency records, phone holds and their locks.
-pub(crate) const CLAIMS: Log = Log { name: "gc-claims" };
+pub(crate) const CLAIMS: Log = Log {
+    name: "gc-claims",
+    kept: Some(("idem:", crate::idempotency::kept_until)),
+};
 
 impl Log {
     fn count_key(&self, bucket: i64) -> String {
@@ -86,6 +103,32 @@ impl Log {
         {
             let _ = store.set(&self.entry_key(bucket, n), keys.join("\n").as_bytes());
         }
+    }
+
+    /// Deletes `key`, unless its value says it is kept past `now`: then
+    /// it is logged again for that time.
+    fn expire<S: Store>(&self, store: &S, key: &str, now: DateTime<Utc>) {
+        if let Some((prefix, kept_until)) = self.kept
+            && key.starts_with(prefix)
+        {
+            match store.get(key) {
+                Ok(Some(value)) => {
+                    if let Some(until) = kept_until(&value).filter(|t| *t > now) {
+                        self.record(store, until, &[key.to_owned()]);
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                // Unreadable now: tried again in an hour, never deleted
+                // before its time.
+                Err(_) => {
+                    let later = now + TimeDelta::seconds(SWEEP_BUCKET_S);
+                    self.record(store, later, &[key.to_owned()]);
+                    return;
+                }
+            }
+        }
+        let _ = store.delete(key);
     }
 
     /// One bounded step of the sweep at `now`.
@@ -152,7 +195,7 @@ impl Log {
                 let names = names.unwrap_or_default();
                 for name in String::from_utf8_lossy(&names).lines() {
                     if !name.is_empty() {
-                        let _ = store.delete(name);
+                        self.expire(store, name, now);
                     }
                 }
                 let _ = store.delete(entry);

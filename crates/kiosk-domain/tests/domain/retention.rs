@@ -84,3 +84,26 @@ fn retention_is_configurable_and_checked() {
     .to_string();
     assert!(e.contains("retention.tickets_days"), "{e}");
 }
+
+#[test]
+fn a_phone_that_comes_back_keeps_its_hold_past_its_first_retention() {
+    // A regular: one ticket at `demo` on day 0, another on day 30 that is
+    // still waiting on day 36, when day 0's hold falls due and is swept.
+    let c = Catalog::dev();
+    let s = MemoryStore::new();
+    let k = Kiosk::new(&c, &s);
+    let day = |d: i64| mon_10() + TimeDelta::days(d);
+    let first = issue_mobile(&k, "c1", "demo", "loan", day(0)).unwrap();
+    k.cancel(&mobile("c1"), &first.id, day(0) + secs(5))
+        .unwrap();
+    let held = issue_mobile(&k, "c1", "demo", "loan", day(36) - secs(3600)).unwrap();
+    // Traffic that sweeps what falls due on day 36.
+    for i in 0..40 {
+        let at = day(36) + secs(i * 60);
+        let t = issue_kiosk(&k, "demo", "deposit", at).unwrap();
+        k.cancel(&counter_caller(), &t.id, at).unwrap();
+    }
+    let again = issue_mobile(&k, "c1", "demo", "loan", day(36) + secs(3000)).unwrap_err();
+    assert_eq!(again.code(), "already_has_ticket", "{again}");
+    assert!(again.to_string().contains(&held.id), "{again}");
+}

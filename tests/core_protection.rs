@@ -354,9 +354,18 @@ async fn health_checks_the_core_at_most_once_a_second() {
     for _ in 0..40 {
         checks.push(app.spawn_get("/health", KIOSK));
     }
+    // Each answers from the shared check; a host starved of CPU may shed
+    // some (503 `overloaded`, with Retry-After), never fail otherwise.
+    let mut answered = 0;
     for check in checks {
-        assert_eq!(check.await.unwrap().status, 200);
+        let seen = check.await.unwrap();
+        match seen.status {
+            200 => answered += 1,
+            503 if seen.retry_after && seen.body.contains("overloaded") => {}
+            other => panic!("/health answered {other}: {}", seen.body),
+        }
     }
+    assert!(answered > 0, "every concurrent /health was shed");
     for _ in 0..20 {
         assert_eq!(
             app.http

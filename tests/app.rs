@@ -1215,7 +1215,8 @@ async fn concurrent_issues_through_two_hosts_sharing_redis_get_exactly_1_to_1600
     std::fs::write(
         &config,
         format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}/0\"\n",
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}/0\"\n\
+             sequences = [\"lane-seq:\"]\n",
             redis.url()
         ),
     )

@@ -5,15 +5,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use kiosk_kv::{KvBackend, RedisStore, SqliteStore};
+use kiosk_kv::{FenceConfig, FencedStore, KvBackend, RedisStore, SqliteStore};
 use kiosk_manifest::Manifest;
 
-use crate::runtime_config::{KvStoreConfig, RedisDurability, RuntimeConfig};
+use crate::runtime_config::{KvStoreConfig, RedisDurability, RuntimeConfig, SequenceFence};
 
 /// File name of the default store, as Spin names it.
 pub const DEFAULT_STORE_FILE: &str = "sqlite_key_value.db";
+
+/// How long start-up waits for a fenced store to check Redis (and, after a
+/// rewind, for its peers) before serving; fenced increments answer
+/// unavailable until it has.
+const FENCE_START_WAIT: Duration = Duration::from_secs(10);
 
 /// Opens every store a component declares. A declared label with no
 /// configuration (other than `default`) stops start-up, naming it.
@@ -60,18 +66,58 @@ pub async fn open_stores(
                 SqliteStore::in_memory(&label)
                     .with_context(|| format!("key-value store `{label}`"))?,
             ),
-            KvStoreConfig::Redis { url, durability } => {
+            KvStoreConfig::Redis {
+                url,
+                durability,
+                fence,
+            } => {
                 let store = RedisStore::connect(url)
                     .await
                     .with_context(|| format!("key-value store `{label}`: connecting to Redis"))?;
                 check_persistence(&store, &label, *durability).await?;
-                Arc::new(store)
+                match fence {
+                    Some(fence) => Arc::new(start_fence(store, &label, state_dir, fence).await?),
+                    None => {
+                        tracing::warn!(
+                            label = %label,
+                            "no `sequences` declared for this Redis store: numbering is not \
+                             fenced, and a Redis that loses writes can hand out a number twice"
+                        );
+                        Arc::new(store)
+                    }
+                }
             }
         };
         tracing::info!(label = %label, backend = %describe(store_config), "key-value store ready");
         stores.insert(label, backend);
     }
     Ok(stores)
+}
+
+/// Wraps `store` in the sequence fence, as this host (id in the state dir),
+/// with its journal in the state dir.
+async fn start_fence(
+    store: RedisStore,
+    label: &str,
+    state_dir: &Path,
+    fence: &SequenceFence,
+) -> anyhow::Result<FencedStore> {
+    let host = kiosk_kv::fence::host_id(state_dir)
+        .with_context(|| format!("key-value store `{label}`: sequence fence"))?;
+    let mut config = FenceConfig::new(fence.sequences.clone());
+    config.peer_timeout = fence.peer_timeout;
+    config.journal_days = fence.journal_days;
+    let fenced = FencedStore::start(store, label, state_dir, &host, config)
+        .await
+        .with_context(|| format!("key-value store `{label}`: sequence fence"))?;
+    if !fenced.wait_ready(FENCE_START_WAIT).await {
+        tracing::warn!(
+            label,
+            "the sequence fence is not ready yet (Redis unreachable, or peers still raising \
+             their sequences): fenced increments answer unavailable until it is"
+        );
+    }
+    Ok(fenced)
 }
 
 /// A store the app numbers tickets in must not forget what it acknowledged:

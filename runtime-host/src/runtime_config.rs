@@ -1,11 +1,13 @@
 //! The runtime configuration file (`--runtime-config-file`), in Spin's
 //! syntax: `[key_value_store.LABEL]` with `type = "spin"` (embedded SQLite,
 //! optional `path` relative to this file; no path means in memory) or
-//! `type = "redis"` (`url`). Keys the host would not use are refused with
-//! file:line, as Spin refuses unused keys.
+//! `type = "redis"` (`url`, `durability`, and `sequences` with
+//! `peer_timeout` / `journal_days` for the sequence fence). Keys the host
+//! would not use are refused with file:line, as Spin refuses unused keys.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::bail;
 use serde::Deserialize;
@@ -20,7 +22,23 @@ pub enum KvStoreConfig {
     Redis {
         url: String,
         durability: RedisDurability,
+        /// The keys fenced against Redis losing writes (`None`: not fenced).
+        fence: Option<SequenceFence>,
     },
+}
+
+/// `sequences = [...]` of a Redis store: key prefixes whose `increment`
+/// never hands out a number twice after Redis goes back in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceFence {
+    /// `sequences`: key prefixes, e.g. `["lane-seq:"]`.
+    pub sequences: Vec<String>,
+    /// `peer_timeout` (default 30s): how long a host waits for its peers to
+    /// raise their sequences after a rewind.
+    pub peer_timeout: Duration,
+    /// `journal_days` (default 7): days the host's journal keeps a key that
+    /// was not incremented since.
+    pub journal_days: u32,
 }
 
 /// What a Redis store must keep of what it acknowledged.
@@ -87,7 +105,14 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<RuntimeConfig> {
         };
         let allowed: &[&str] = match kind {
             "spin" => &["type", "path"],
-            "redis" => &["type", "url", "durability"],
+            "redis" => &[
+                "type",
+                "url",
+                "durability",
+                "sequences",
+                "peer_timeout",
+                "journal_days",
+            ],
             other => bail!(
                 "{here}: key_value_store.{label}: store type `{other}` is not supported by kiosk-host (use \"spin\" or \"redis\")"
             ),
@@ -121,6 +146,7 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<RuntimeConfig> {
                                 "{here}: key_value_store.{label}: `durability` must be \"durable\" or \"volatile\""
                             ),
                         },
+                        fence: sequence_fence(table, &format!("{here}: key_value_store.{label}"))?,
                     }
                 }
                 Some(_) => bail!("{here}: key_value_store.{label}: `url` must be a redis:// URL"),
@@ -130,6 +156,64 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<RuntimeConfig> {
         config.key_value_stores.insert(label.clone(), store);
     }
     Ok(config)
+}
+
+/// `sequences`, `peer_timeout` and `journal_days` of a Redis store table;
+/// `at` (file:line and table) starts every error.
+fn sequence_fence(table: &toml::Table, at: &str) -> anyhow::Result<Option<SequenceFence>> {
+    let Some(sequences) = table.get("sequences") else {
+        if let Some(key) = ["peer_timeout", "journal_days"]
+            .into_iter()
+            .find(|k| table.contains_key(*k))
+        {
+            bail!("{at}: `{key}` applies to the sequence fence: set `sequences` too");
+        }
+        return Ok(None);
+    };
+    let list_error = || {
+        anyhow::anyhow!(
+            "{at}: `sequences` must be a list of key prefixes, e.g. sequences = [\"lane-seq:\"]"
+        )
+    };
+    let toml::Value::Array(items) = sequences else {
+        return Err(list_error());
+    };
+    if items.is_empty() {
+        bail!("{at}: `sequences` is empty: list key prefixes, or leave it out");
+    }
+    let mut prefixes = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            toml::Value::String(p) if p.is_empty() => {
+                bail!("{at}: `sequences`: an empty prefix would fence every key")
+            }
+            toml::Value::String(p) if p.starts_with("kiosk-fence:") => {
+                bail!("{at}: `sequences`: the prefix `kiosk-fence:` is the fence's own")
+            }
+            toml::Value::String(p) => prefixes.push(p.clone()),
+            _ => return Err(list_error()),
+        }
+    }
+    let peer_timeout = match table.get("peer_timeout") {
+        None => kiosk_kv::fence::DEFAULT_PEER_TIMEOUT,
+        Some(toml::Value::String(text)) => match humantime::parse_duration(text) {
+            Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(600) => d,
+            _ => bail!(
+                "{at}: `peer_timeout` must be a duration from \"1s\" to \"10m\", e.g. \"30s\""
+            ),
+        },
+        Some(_) => bail!("{at}: `peer_timeout` must be a duration string, e.g. \"30s\""),
+    };
+    let journal_days = match table.get("journal_days") {
+        None => kiosk_kv::fence::DEFAULT_JOURNAL_DAYS,
+        Some(toml::Value::Integer(days)) if (1..=366).contains(days) => *days as u32,
+        Some(_) => bail!("{at}: `journal_days` must be a number of days from 1 to 366"),
+    };
+    Ok(Some(SequenceFence {
+        sequences: prefixes,
+        peer_timeout,
+        journal_days,
+    }))
 }
 
 /// The line where top-level key `key` first appears (as a table header or
@@ -188,7 +272,8 @@ type = "spin"
             config.key_value_stores["shared"],
             KvStoreConfig::Redis {
                 durability: RedisDurability::Durable,
-                url: "redis://127.0.0.1:6379".into()
+                url: "redis://127.0.0.1:6379".into(),
+                fence: None,
             }
         );
         assert_eq!(
@@ -251,7 +336,8 @@ type = "spin"
             config.key_value_stores["a"],
             KvStoreConfig::Redis {
                 url: "redis://h".into(),
-                durability: RedisDurability::Volatile
+                durability: RedisDurability::Volatile,
+                fence: None,
             }
         );
         let err = parse_at(
@@ -266,6 +352,69 @@ type = "spin"
         assert!(err.contains("durability"), "{err}");
     }
 
+    #[test]
+    fn sequences_declare_the_fenced_keys_with_their_timings() {
+        let config = parse_at(
+            "[key_value_store.a]\ntype = \"redis\"\nurl = \"redis://h\"\nsequences = [\"lane-seq:\"]\n",
+        )
+        .unwrap();
+        let KvStoreConfig::Redis { fence, .. } = &config.key_value_stores["a"] else {
+            panic!("{config:?}")
+        };
+        assert_eq!(
+            fence,
+            &Some(SequenceFence {
+                sequences: vec!["lane-seq:".into()],
+                peer_timeout: Duration::from_secs(30),
+                journal_days: 7,
+            })
+        );
+        let config = parse_at(
+            "[key_value_store.a]\ntype = \"redis\"\nurl = \"redis://h\"\nsequences = [\"a:\", \"b:\"]\npeer_timeout = \"5s\"\njournal_days = 2\n",
+        )
+        .unwrap();
+        let KvStoreConfig::Redis {
+            fence: Some(fence), ..
+        } = &config.key_value_stores["a"]
+        else {
+            panic!("{config:?}")
+        };
+        assert_eq!(fence.sequences, ["a:", "b:"]);
+        assert_eq!(fence.peer_timeout, Duration::from_secs(5));
+        assert_eq!(fence.journal_days, 2);
+    }
+
+    #[test]
+    fn bad_sequences_are_errors_with_the_line() {
+        for (extra, needle) in [
+            ("sequences = \"lane-seq:\"", "must be a list"),
+            ("sequences = []", "is empty"),
+            ("sequences = [\"\"]", "empty prefix"),
+            ("sequences = [1]", "must be a list"),
+            ("sequences = [\"kiosk-fence:x\"]", "fence's own"),
+            ("peer_timeout = \"5s\"", "set `sequences` too"),
+            (
+                "sequences = [\"s:\"]\npeer_timeout = \"soon\"",
+                "peer_timeout",
+            ),
+            (
+                "sequences = [\"s:\"]\npeer_timeout = \"1h\"",
+                "peer_timeout",
+            ),
+            ("sequences = [\"s:\"]\njournal_days = 0", "journal_days"),
+        ] {
+            let err = parse_at(&format!(
+                "\n[key_value_store.a]\ntype = \"redis\"\nurl = \"redis://h\"\n{extra}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("/etc/kiosk/runtime-config.toml:2:") && err.contains(needle),
+                "{extra}: {err}"
+            );
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
 
@@ -275,7 +424,8 @@ type = "spin"
                 proptest::strategy::Just("[key_value_store.default]".to_string()),
                 proptest::strategy::Just("type = \"redis\"".to_string()),
                 proptest::strategy::Just("type = \"spin\"".to_string()),
-                "(path|url|type|durability) = \"[ -~]{0,16}\"",
+                "(path|url|type|durability|peer_timeout) = \"[ -~]{0,16}\"",
+                "(sequences|journal_days) = [ -~]{0,16}",
                 "[ -~]{0,30}",
             ], 0..10)
         ) {

@@ -1,6 +1,8 @@
 //! Measures `increment` throughput of each backend: 16 concurrent tasks share
 //! 10 000 increments of one key, on one store handle and then split over two
-//! handles (as two processes would be).
+//! handles (as two processes would be). `fenced` is Redis behind the
+//! sequence fence (the key declared a sequence; separate state dirs per
+//! handle, as two hosts).
 //!
 //! Run: `cargo run --example increment_bench` (starts its own redis-server).
 
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiosk_kv::testing::RedisServer;
-use kiosk_kv::{KvBackend, RedisStore, SqliteStore};
+use kiosk_kv::{FenceConfig, FencedStore, KvBackend, RedisStore, SqliteStore};
 
 const TASKS: usize = 16;
 const TOTAL: usize = 10_000;
@@ -64,4 +66,27 @@ async fn main() {
     };
     bench("redis", &[connect().await]).await;
     bench("redis", &[connect().await, connect().await]).await;
+
+    // A server of its own: the fence starts numbering from an empty store.
+    let server = RedisServer::start();
+    let fenced = |state_dir: std::path::PathBuf| {
+        let url = server.url();
+        async move {
+            let redis = RedisStore::connect(&url).await.expect("connect");
+            let id = kiosk_kv::fence::host_id(&state_dir).expect("host id");
+            let config = FenceConfig::new(vec!["bench-".into()]);
+            let store = FencedStore::start(redis, "default", &state_dir, &id, config)
+                .await
+                .expect("fence");
+            assert!(store.wait_ready(Duration::from_secs(10)).await);
+            Arc::new(store) as Arc<dyn KvBackend>
+        }
+    };
+    let state = |name: &str| dir.path().join(name);
+    bench("fenced", &[fenced(state("a")).await]).await;
+    bench(
+        "fenced",
+        &[fenced(state("b")).await, fenced(state("c")).await],
+    )
+    .await;
 }

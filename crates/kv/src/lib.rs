@@ -8,6 +8,8 @@
 //!   schema is Spin 4.0.2's, so a file written by Spin can be served by
 //!   kiosk-host and the other way round.
 //! - [`RedisStore`]: Spin's `type = "redis"` store.
+//! - [`FencedStore`]: a [`RedisStore`] whose sequence keys never hand out a
+//!   number twice after Redis loses writes (see [`fence`]).
 //!
 //! Semantics follow Spin 4.0.2 except where Spin has known bugs (see the
 //! backend modules): compare-and-swap on an absent key is insert-if-absent,
@@ -20,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod fence;
 mod redis;
 mod sqlite;
 
@@ -28,6 +31,7 @@ pub mod testing;
 
 use std::time::Duration;
 
+pub use crate::fence::{FenceConfig, FenceStatus, FencedStore};
 pub use crate::redis::{RedisPersistence, RedisStore};
 pub use crate::sqlite::SqliteStore;
 

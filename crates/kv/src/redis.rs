@@ -123,7 +123,7 @@ impl RedisStore {
     }
 
     /// Runs `f` on the shared connection within the operation timeout.
-    async fn run<T, F, Fut>(&self, what: &str, f: F) -> Result<T, KvError>
+    pub(crate) async fn run<T, F, Fut>(&self, what: &str, f: F) -> Result<T, KvError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,

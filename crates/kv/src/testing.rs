@@ -36,7 +36,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    persistence: Vec<String>,
 }
 
 impl RedisServer {
@@ -63,17 +64,95 @@ impl RedisServer {
     }
 
     fn start_with(persistence: &[&str]) -> Self {
-        let binary = redis_server_binary();
+        let persistence: Vec<String> = persistence.iter().map(|s| s.to_string()).collect();
         let mut last_error = String::new();
         // The port is free when chosen but another process may take it before
         // redis-server binds it: try a few ports.
         for _ in 0..5 {
-            match Self::try_start(binary, persistence) {
+            let attempt = free_port()
+                .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
+                .and_then(|port| {
+                    let dir = tempfile::Builder::new()
+                        .prefix("kiosk-kv-redis-")
+                        .tempdir()
+                        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+                    let child = spawn_and_wait(port, dir.path(), &persistence)?;
+                    Ok(Self {
+                        child,
+                        port,
+                        dir,
+                        persistence: persistence.clone(),
+                    })
+                });
+            match attempt {
                 Ok(server) => return server,
                 Err(e) => last_error = e,
             }
         }
         panic!("could not start redis-server: {last_error}");
+    }
+
+    /// `SAVE`: writes a snapshot (`dump.rdb`) that the next
+    /// [`crash_and_restart`](Self::crash_and_restart) of a volatile server
+    /// starts from, losing every write made after it.
+    pub fn save_snapshot(&self) {
+        self.command(&["SAVE"]).expect("SAVE");
+    }
+
+    /// `FLUSHALL`: every key is gone, the server keeps running.
+    pub fn flush_all(&self) {
+        self.command(&["FLUSHALL"]).expect("FLUSHALL");
+    }
+
+    /// Stops the server the unsafe way (`SHUTDOWN NOSAVE`: nothing is
+    /// written on the way out) and starts it again on the same port and
+    /// directory. A volatile server comes back empty, or as of its last
+    /// [`save_snapshot`](Self::save_snapshot); one with an append-only file
+    /// comes back with what the file holds.
+    ///
+    /// # Panics
+    ///
+    /// If the server does not stop or does not come back.
+    pub fn crash_and_restart(&mut self) {
+        // The server closes the connection instead of answering.
+        let _ = self.command(&["SHUTDOWN", "NOSAVE"]);
+        let until = Instant::now() + STARTUP_TIMEOUT;
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(Instant::now() < until, "redis-server did not shut down");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The port was ours a moment ago; another process rarely takes it
+        // in between, so retry a few times before giving up.
+        let mut last_error = String::new();
+        for _ in 0..20 {
+            match spawn_and_wait(self.port, self.dir.path(), &self.persistence) {
+                Ok(child) => {
+                    self.child = child;
+                    return;
+                }
+                Err(e) => last_error = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "redis-server did not come back on port {}: {last_error}",
+            self.port
+        );
+    }
+
+    /// Runs one command on the server, ignoring its reply.
+    fn command(&self, args: &[&str]) -> Result<(), String> {
+        let client = ::redis::Client::open(self.url()).map_err(|e| e.to_string())?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        let mut cmd = ::redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query::<::redis::Value>(&mut conn)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// The URL of the server: `redis://127.0.0.1:<port>`.
@@ -85,58 +164,51 @@ impl RedisServer {
     pub fn port(&self) -> u16 {
         self.port
     }
+}
 
-    fn try_start(binary: &Path, persistence: &[&str]) -> Result<Self, String> {
-        let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
-        let dir = tempfile::Builder::new()
-            .prefix("kiosk-kv-redis-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        let log_path = dir.path().join("redis.log");
-        let log = File::create(&log_path).map_err(|e| format!("cannot create log: {e}"))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("cannot create log: {e}"))?;
-        let child = Command::new(binary)
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(persistence)
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--daemonize", "no", "--logfile", ""])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-        // From here on, dropping `server` kills the child.
-        let mut server = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        let log_tail = || std::fs::read_to_string(&log_path).unwrap_or_default();
-
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!(
-                    "redis-server exited ({status}) on port {port}:\n{}",
-                    log_tail()
-                ));
-            }
-            if ping(&server.url()) {
-                return Ok(server);
-            }
-            if started.elapsed() > STARTUP_TIMEOUT {
-                let _ = server.child.kill();
-                return Err(format!(
-                    "redis-server on port {port} did not answer within {STARTUP_TIMEOUT:?}:\n{}",
-                    log_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+/// Runs `redis-server` on `port` with its files in `dir` and waits until
+/// it answers; kills it if it does not.
+fn spawn_and_wait(port: u16, dir: &Path, persistence: &[String]) -> Result<Child, String> {
+    let binary = redis_server_binary();
+    let log_path = dir.join("redis.log");
+    let log = File::create(&log_path).map_err(|e| format!("cannot create log: {e}"))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| format!("cannot create log: {e}"))?;
+    let mut child = Command::new(binary)
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(persistence)
+        .arg("--dir")
+        .arg(dir)
+        .args(["--daemonize", "no", "--logfile", ""])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let log_tail = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let url = format!("redis://127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "redis-server exited ({status}) on port {port}:\n{}",
+                log_tail()
+            ));
         }
+        if ping(&url) {
+            return Ok(child);
+        }
+        if started.elapsed() > STARTUP_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "redis-server on port {port} did not answer within {STARTUP_TIMEOUT:?}:\n{}",
+                log_tail()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

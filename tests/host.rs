@@ -521,3 +521,89 @@ command = "mkdir -p out && cp '{}' out/hello.wasm && echo built >> build.log"
     );
     drop(host);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_manager_is_told_ready_reloading_and_stopping_and_fed_its_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    guest_wasm("hello");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
+    };
+    // The next message that is not a watchdog ping.
+    let next_state = || loop {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            return m;
+        }
+    };
+    let mut host = Host::start_with_env(
+        &app("basics").join("spin.toml"),
+        dir.path(),
+        &[],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    // READY=1 comes once it serves (Host::start returned: it printed its address).
+    let ready = next_state();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving on http://127.0.0.1:"),
+        "{ready}"
+    );
+    assert_eq!(
+        client()
+            .get(host.url("/hello"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Fed at half the interval: several pings within a few seconds.
+    let pings = (0..3).filter(|_| next() == "WATCHDOG=1").count();
+    assert!(pings >= 2, "{pings} pings");
+    // A reload is bracketed.
+    host.hangup();
+    let reloading = next_state();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next_state(), "READY=1\nSTATUS=serving; reloaded");
+    // The drain is announced before the process ends.
+    host.terminate();
+    assert_eq!(next_state(), "STOPPING=1\nSTATUS=draining");
+    let status = tokio::task::block_in_place(|| host.wait_exit());
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    // As installed, with ExecStart naming this build's binary.
+    let unit = std::fs::read_to_string(support::repo().join("deploy/systemd/kiosk-host.service"))
+        .unwrap()
+        .replace(
+            "/usr/local/bin/kiosk-host",
+            env!("CARGO_BIN_EXE_kiosk-host"),
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kiosk-host.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package; scripts/test installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // It exits 0 on unknown keys too, with a warning: any output fails.
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}

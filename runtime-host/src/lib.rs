@@ -21,6 +21,7 @@ pub mod request_body;
 pub mod runtime_config;
 pub mod server;
 pub mod spin_headers;
+pub mod systemd;
 pub mod tls;
 pub mod up;
 pub mod variables;

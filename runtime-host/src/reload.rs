@@ -86,6 +86,12 @@ pub async fn on_hangup(mut reloadable: Reloadable) {
     };
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading");
-        reloadable.reload();
+        crate::systemd::reloading();
+        let status = if reloadable.reload() {
+            "serving; reloaded"
+        } else {
+            "serving; last reload refused (see the log)"
+        };
+        crate::systemd::reloaded(status);
     }
 }

@@ -20,7 +20,7 @@ use crate::reload::{self, Reloadable};
 use crate::runtime_config::RuntimeConfig;
 use crate::tls::Tls;
 use crate::variables::{self, AppVariables};
-use crate::{guest_build, kv_stores, preflight, runtime_config, server};
+use crate::{guest_build, kv_stores, preflight, runtime_config, server, systemd};
 
 /// Reads the manifest named by `-f` (a file, or a directory with spin.toml).
 pub fn read_manifest(args: &AppArgs) -> anyhow::Result<Manifest> {
@@ -216,18 +216,29 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // environment): ask it before anyone is served or told where to connect.
     preflight::run(&dispatcher, server).await?;
     announce(&manifest, &listeners)?;
-    let cut = server::serve(
-        listeners,
-        dispatcher,
-        server,
-        server::termination_signal(),
-        server.drain_timeout,
-    )
-    .await;
+    systemd::ready(&status_line(&listeners));
+    systemd::spawn_watchdog();
+    let stop = async {
+        server::termination_signal().await;
+        systemd::stopping();
+    };
+    let cut = server::serve(listeners, dispatcher, server, stop, server.drain_timeout).await;
     if cut > 0 {
         anyhow::bail!("shut down with requests still in flight after the drain timeout");
     }
     Ok(())
+}
+
+/// What `systemctl status` shows while serving.
+fn status_line(listeners: &[server::Listener]) -> String {
+    let addresses: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| {
+            let scheme = if l.tls.is_some() { "https" } else { "http" };
+            Some(format!("{scheme}://{}", l.tcp.local_addr().ok()?))
+        })
+        .collect();
+    format!("serving on {}", addresses.join(", "))
 }
 
 async fn bind(

@@ -607,3 +607,92 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     // It exits 0 on unknown keys too, with a warning: any output fails.
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request() {
+    let mut host = basics(&[]);
+    let url = host.url("/hello");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Two clients, a new connection per request, for the whole handover
+    // (bounded: at most 20,000 requests each).
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let http = reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .timeout(Duration::from_secs(60))
+                    .build()
+                    .unwrap();
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                for _ in 0..20_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => failed.push(r.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let old = host.pid();
+    let status = std::process::Command::new("kill")
+        .args(["-USR2", &old.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The new process serves, then the old one drains and exits cleanly.
+    assert!(
+        host.wait_for_log("handover: serving; the old process drains"),
+        "{}",
+        host.stderr()
+    );
+    let exit = tokio::task::block_in_place(|| host.wait_exit());
+    assert!(exit.success(), "old process: {exit}");
+    let log = host.stderr();
+    let new_pid: u32 = log
+        .lines()
+        .find(|l| l.contains("handover: serving"))
+        .and_then(|l| l.split("pid=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {log}"));
+    assert_ne!(new_pid, old);
+    // The new process is no child of this test: end it whatever happens.
+    struct Ends(u32);
+    impl Drop for Ends {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _ends = Ends(new_pid);
+    // Still served, by the new process alone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "{} failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        total += ok;
+    }
+    assert!(total > 0);
+    eprintln!("handover: {total} requests on new connections, none refused");
+    assert_eq!(
+        client().get(&url).send().await.unwrap().status(),
+        200,
+        "served after the old process exited"
+    );
+}

@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod guest_build;
+pub mod handover;
 pub mod intake;
 pub mod kv_stores;
 pub mod limits;

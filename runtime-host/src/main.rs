@@ -14,6 +14,14 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    // Before any thread starts: the sockets a handing-over process passed.
+    let inherited = match kiosk_host::handover::inherited() {
+        Ok(inherited) => inherited,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -22,7 +30,7 @@ fn main() -> std::process::ExitCode {
             rt.block_on(async {
                 match cli.command {
                     Command::Check(args) => kiosk_host::up::check(&args).await,
-                    Command::Up(args) => kiosk_host::up::up(*args).await,
+                    Command::Up(args) => kiosk_host::up::up(*args, inherited).await,
                 }
             })
         });

@@ -23,6 +23,17 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// Tells the service manager this process is the service's main one now
+/// (it took over from another, see [`crate::handover`]) and serves.
+pub fn main_process() {
+    STARTED.store(true, Ordering::SeqCst);
+    send(&[
+        NotifyState::MainPid(std::process::id()),
+        NotifyState::Ready,
+        NotifyState::Status("serving; took over by handover"),
+    ]);
+}
+
 /// Tells the service manager a reload began (a SIGHUP during start-up is
 /// not reported: start-up ends with its own `READY=1`).
 pub fn reloading() {

@@ -2,6 +2,7 @@
 //! preflight → serve → drain.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use crate::reload::{self, Reloadable};
 use crate::runtime_config::RuntimeConfig;
 use crate::tls::Tls;
 use crate::variables::{self, AppVariables};
-use crate::{guest_build, kv_stores, preflight, runtime_config, server, systemd};
+use crate::{guest_build, handover, kv_stores, preflight, runtime_config, server, systemd};
 
 /// Reads the manifest named by `-f` (a file, or a directory with spin.toml).
 pub fn read_manifest(args: &AppArgs) -> anyhow::Result<Manifest> {
@@ -149,8 +150,12 @@ pub async fn check(args: &AppArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `kiosk-host up`. Returns when drained after SIGTERM/SIGINT.
-pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+/// `kiosk-host up`. Returns when drained after SIGTERM/SIGINT, or after a
+/// new process took over its listeners (`inherited`: the sockets this one
+/// took over, see [`crate::handover`]).
+pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow::Result<()> {
+    // The executable as started: a binary replaced there runs at handover.
+    let exe = std::env::current_exe().context("locating the kiosk-host executable")?;
     let config = args.host_config()?;
     let manifest = read_manifest(&args.app)?;
     if args.build {
@@ -174,12 +179,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         config: config.clone(),
         tls: tls.clone(),
     }));
-    // Bind next: `self` requests and the loop guard need the real address
-    // (port 0 picks one).
-    let mut listeners = vec![bind(server.listen, tls.clone()).await?];
-    if let Some(plain) = server.plain_listen {
-        listeners.push(bind(plain, None).await?);
-    }
+    // Bind next (or take over a running process's sockets): `self`
+    // requests and the loop guard need the real address (port 0 picks one).
+    let listeners = listen(server, tls.clone(), inherited.as_ref()).await?;
     // `self` requests go to a plain listener when there is one.
     let own = listeners
         .iter()
@@ -216,11 +218,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // environment): ask it before anyone is served or told where to connect.
     preflight::run(&dispatcher, server).await?;
     announce(&manifest, &listeners)?;
-    systemd::ready(&status_line(&listeners));
+    let fds = listeners.iter().map(|l| l.tcp.as_raw_fd()).collect();
+    match &inherited {
+        Some(inherited) => inherited.take_over(),
+        None => systemd::ready(&status_line(&listeners)),
+    }
     systemd::spawn_watchdog();
+    tokio::spawn(handover::on_usr2(exe, fds));
     let stop = async {
-        server::termination_signal().await;
-        systemd::stopping();
+        tokio::select! {
+            () = server::termination_signal() => systemd::stopping(),
+            // The new process is the service now: nothing to tell.
+            () = handover::replaced() => {}
+        }
     };
     let cut = server::serve(listeners, dispatcher, server, stop, server.drain_timeout).await;
     if cut > 0 {
@@ -239,6 +249,43 @@ fn status_line(listeners: &[server::Listener]) -> String {
         })
         .collect();
     format!("serving on {}", addresses.join(", "))
+}
+
+/// The listeners of `server`: bound, or the ones handed over, in the same
+/// order (the HTTPS or main one, then the plain one).
+async fn listen(
+    server: &config::ServerSettings,
+    tls: Option<Arc<Tls>>,
+    inherited: Option<&handover::Inherited>,
+) -> anyhow::Result<Vec<server::Listener>> {
+    let mut wanted = vec![(server.listen, tls)];
+    if let Some(plain) = server.plain_listen {
+        wanted.push((plain, None));
+    }
+    let Some(inherited) = inherited else {
+        let mut listeners = Vec::new();
+        for (address, tls) in wanted {
+            listeners.push(bind(address, tls).await?);
+        }
+        return Ok(listeners);
+    };
+    anyhow::ensure!(
+        inherited.listeners.len() == wanted.len(),
+        "handover: {} sockets handed over, the configuration listens on {}; restart instead",
+        inherited.listeners.len(),
+        wanted.len()
+    );
+    let mut listeners = Vec::new();
+    for (socket, (address, tls)) in inherited.listeners.iter().zip(wanted) {
+        let local = socket.local_addr()?;
+        anyhow::ensure!(
+            address.port() == 0 || address == local,
+            "handover: the configuration listens on {address}, the handed-over socket on {local}; restart instead"
+        );
+        let tcp = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
+        listeners.push(server::Listener { tcp, tls });
+    }
+    Ok(listeners)
 }
 
 async fn bind(

@@ -696,3 +696,41 @@ async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request(
         "served after the old process exited"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handover_to_a_process_that_cannot_start_leaves_the_old_one_serving() {
+    guest_wasm("hello");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("host.toml");
+    std::fs::write(&config, "[server]\nrequest_timeout = \"10s\"\n").unwrap();
+    let host = Host::start(
+        &app("basics").join("spin.toml"),
+        &["--config", config.to_str().unwrap()],
+    );
+    // A broken configuration is installed, then a handover is asked for.
+    std::fs::write(
+        &config,
+        "[server]\nrequest_timeout = \"10s\"\nno_such_key = 1\n",
+    )
+    .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-USR2", &host.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        host.wait_for_log("handover failed: the new process exited; this one keeps serving"),
+        "{}",
+        host.stderr()
+    );
+    assert!(host.stderr().contains("no_such_key"), "{}", host.stderr());
+    assert_eq!(
+        client()
+            .get(host.url("/hello"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

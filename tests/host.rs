@@ -610,7 +610,11 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request() {
-    let mut host = basics(&[]);
+    // With an admin listener: it is handed over too.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("host.toml");
+    std::fs::write(&config, "[admin]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let mut host = basics(&["--config", config.to_str().unwrap()]);
     let url = host.url("/hello");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Two clients, a new connection per request, for the whole handover
@@ -695,6 +699,8 @@ async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request(
         200,
         "served after the old process exited"
     );
+    let ready = client().get(host.admin_url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "the new process answers /ready");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,6 +7,9 @@
 //! listen = "127.0.0.1:3000"
 //! max_instances = 256
 //!
+//! [admin]                        # metrics and health checks; absent: none
+//! listen = "127.0.0.1:9180"      # keep it private: loopback or a management network
+//!
 //! [outbound]
 //! max_hops = 4
 //! [outbound.defaults]            # every destination
@@ -42,6 +45,8 @@ pub struct HostConfig {
     pub environment: Option<String>,
     /// The listener and the limits of every request.
     pub server: ServerSettings,
+    /// The admin listener: Prometheus metrics and health checks.
+    pub admin: AdminSettings,
     /// Policies for outbound HTTP, per destination.
     pub outbound: OutboundSettings,
     /// Per-component settings, by component id (override the manifest's
@@ -316,6 +321,23 @@ impl Default for ServerSettings {
             plain_listen: None,
             preflight: String::new(),
         }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address of the admin listener (`/metrics`, `/ready`, `/live`), plain
+    /// HTTP; none when absent. It must stay on a private address.
+    pub listen: Option<SocketAddr>,
+}
+
+// Written out, not derived, so every default stays in a `Default` impl here.
+#[allow(clippy::derivable_impls)]
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self { listen: None }
     }
 }
 
@@ -656,6 +678,22 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<HostConfig> {
             line_of_text(text, "preflight")
         );
     }
+    if let Some(admin) = config.admin.listen {
+        let serving = [Some(config.server.listen), config.server.plain_listen];
+        if serving
+            .into_iter()
+            .flatten()
+            .any(|addr| same_port(addr, admin))
+        {
+            let at = text.find("[admin]").unwrap_or(0);
+            let listen = text[at..].find("listen").map_or(at, |offset| at + offset);
+            anyhow::bail!(
+                "{}:{}: [admin] listen `{admin}` is also a serving address; give the admin listener its own port",
+                path.display(),
+                line_of(text, listen)
+            );
+        }
+    }
     // Destination keys are normalised so `http://Core:80` and `http://core` agree.
     let mut destinations = BTreeMap::new();
     for (key, changes) in std::mem::take(&mut config.outbound.destination) {
@@ -720,6 +758,14 @@ fn from_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> anyhow:
     })
 }
 
+/// Whether two listeners would take the same port (port 0 picks a free one
+/// each time, so never clashes).
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 fn line_of_text(text: &str, needle: &str) -> usize {
     text.find(needle).map_or(1, |offset| line_of(text, offset))
 }
@@ -766,6 +812,11 @@ mod tests {
             let tls = config.server.tls.expect("HTTPS in every environment");
             assert!(tls.cert.ends_with(format!("certs/{env}.pem")));
             assert!(tls.client_ca.is_some(), "device certificates in {env}");
+            let admin = config
+                .admin
+                .listen
+                .expect("an admin listener in every environment");
+            assert!(admin.ip().is_loopback(), "a private admin address in {env}");
         }
     }
 
@@ -806,6 +857,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("/etc/kiosk/host.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_listener_needs_its_own_port() {
+        assert_eq!(parse_at("").unwrap().admin.listen, None);
+        let config = parse_at("[admin]\nlisten = \"127.0.0.1:9180\"\n").unwrap();
+        assert_eq!(config.admin.listen, Some("127.0.0.1:9180".parse().unwrap()));
+        let err = parse_at(
+            "[server]\nlisten = \"127.0.0.1:9180\"\n\n[admin]\nlisten = \"127.0.0.1:9180\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("/etc/kiosk/host.toml:5:"), "{err}");
+        let err = parse_at(
+            "[server]\nplain_listen = \"0.0.0.0:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("own port"), "{err}");
+        let ephemeral = "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+        assert!(parse_at(ephemeral).is_ok());
+        let err = parse_at("[admin]\nlisten = \"127.0.0.1:1\"\nport = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/etc/kiosk/host.toml:3:"), "{err}");
     }
 
     #[test]

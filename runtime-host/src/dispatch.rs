@@ -12,6 +12,7 @@ use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+use crate::admin::HostMetrics;
 use crate::app::{AppHandle, LoadedApp};
 use crate::capabilities::HostState;
 use crate::error::HostError;
@@ -29,6 +30,7 @@ pub struct Dispatcher {
     slots: InstanceSlots,
     limits: RequestLimits,
     intake: Intake,
+    metrics: Arc<HostMetrics>,
 }
 
 /// How a guest run ended when it produced no response.
@@ -40,19 +42,31 @@ enum GuestOutcome {
 }
 
 impl Dispatcher {
-    /// A dispatcher over `app` with these limits and slots.
+    /// A dispatcher over `app` with these limits and slots, counting into `metrics`.
     pub fn new(
         app: Arc<AppHandle>,
         slots: InstanceSlots,
         limits: RequestLimits,
         intake: Intake,
+        metrics: Arc<HostMetrics>,
     ) -> Self {
         Self {
             app,
             slots,
             limits,
             intake,
+            metrics,
         }
+    }
+
+    /// The host's instance slots (their use is read by `/metrics`).
+    pub fn slots(&self) -> &InstanceSlots {
+        &self.slots
+    }
+
+    /// The metrics requests and connections are counted in.
+    pub fn metrics(&self) -> &Arc<HostMetrics> {
+        &self.metrics
     }
 
     /// The per-address rate limiter (its refusal count is logged by the server).
@@ -82,9 +96,15 @@ impl Dispatcher {
                 if error.status().is_server_error() {
                     tracing::warn!(component = component.as_deref().unwrap_or("-"), "{error}");
                 }
+                if error.is_refusal() {
+                    self.metrics.refused(error.code());
+                }
                 (error.into_response(), component, route)
             }
         };
+        let took = started.elapsed();
+        self.metrics
+            .request(component.as_deref(), response.status(), took);
         tracing::info!(
             target: "kiosk_host::request",
             method = %method,
@@ -92,7 +112,7 @@ impl Dispatcher {
             route = %route.as_deref().unwrap_or("-"),
             component = %component.as_deref().unwrap_or("-"),
             status = response.status().as_u16(),
-            duration_us = started.elapsed().as_micros() as u64,
+            duration_us = took.as_micros() as u64,
         );
         response
     }

@@ -63,6 +63,23 @@ impl HostError {
         }
     }
 
+    /// Whether this is the host refusing a request under one of its limits
+    /// (rather than a client's mistake or a component's failure).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            HostError::BodyTooLarge { .. }
+                | HostError::BodyTimeout { .. }
+                | HostError::BodyIncomplete
+                | HostError::ClientCertificateRequired
+                | HostError::RateLimited { .. }
+                | HostError::DeadlineExceeded { .. }
+                | HostError::MemoryLimitExceeded { .. }
+                | HostError::Overloaded { .. }
+                | HostError::ShuttingDown
+        )
+    }
+
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {

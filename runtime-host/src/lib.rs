@@ -1,6 +1,7 @@
 //! kiosk-host: serves a Spin HTTP application (spin.toml) on wasmtime with a
 //! fresh, isolated instance for every request.
 
+pub mod admin;
 pub mod app;
 pub mod capabilities;
 pub mod cli;

@@ -129,6 +129,7 @@ impl ResourceLimiter for GuestLimiter {
 #[derive(Debug)]
 pub struct InstanceSlots {
     slots: Arc<Semaphore>,
+    size: usize,
     waiting: AtomicUsize,
     max_waiting: usize,
     max_wait: Duration,
@@ -156,6 +157,7 @@ impl InstanceSlots {
     pub fn new(slots: usize, max_waiting: usize, max_wait: Duration) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(slots)),
+            size: slots,
             waiting: AtomicUsize::new(0),
             max_waiting,
             max_wait,
@@ -193,6 +195,11 @@ impl InstanceSlots {
             _host: self.acquire().await?,
             _own: own,
         })
+    }
+
+    /// Slots held by running requests now.
+    pub fn in_use(&self) -> usize {
+        self.size.saturating_sub(self.slots.available_permits())
     }
 
     /// Requests currently waiting for a slot.

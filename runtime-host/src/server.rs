@@ -16,7 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ServerSettings;
-use crate::connections::ConnectionLimits;
+use crate::connections::{ConnectionLimits, Refused};
 use crate::dispatch::{Connection, Dispatcher};
 use crate::tls::Tls;
 
@@ -87,8 +87,16 @@ pub async fn serve(
         let place = match limits.admit(peer.ip()) {
             Ok(place) => place,
             // Closed at once: the peer learns nothing and holds nothing.
-            Err(_) => continue,
+            Err(refused) => {
+                dispatcher.metrics().refused(match refused {
+                    Refused::Full => "max_connections",
+                    Refused::PeerFull => "max_connections_per_peer",
+                });
+                continue;
+            }
         };
+        let metrics = dispatcher.metrics().clone();
+        let open = metrics.connection_opened();
         // Keep-alive clients stall on delayed ACKs without this.
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
@@ -98,7 +106,7 @@ pub async fn serve(
         let builder = builder.clone();
         let dispatcher = dispatcher.clone();
         tokio::spawn(async move {
-            let _place = place;
+            let (_place, _open) = (place, open);
             let service = |connection: Connection| {
                 let connection = Arc::new(connection);
                 service_fn(move |req| {
@@ -130,6 +138,7 @@ pub async fn serve(
                     }
                     Err(e) => {
                         tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                        metrics.tls_handshake_failed();
                         return;
                     }
                 },

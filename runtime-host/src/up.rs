@@ -1,5 +1,5 @@
 //! Start-up, top to bottom: manifest → build → engine → compile → listen →
-//! preflight → serve → drain.
+//! admin → preflight → serve → drain.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd as _;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use kiosk_manifest::Manifest;
 
+use crate::admin::{self, HostMetrics, Readiness};
 use crate::app::{self, AppHandle, LoadOptions, LoadedApp};
 use crate::capabilities::build_linker;
 use crate::cli::{AppArgs, UpArgs};
@@ -181,7 +182,13 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
     }));
     // Bind next (or take over a running process's sockets): `self`
     // requests and the loop guard need the real address (port 0 picks one).
-    let listeners = listen(server, tls.clone(), inherited.as_ref()).await?;
+    let (listeners, admin_listener) = listen(&config, tls.clone(), inherited.as_ref()).await?;
+    // What a handover passes on: every listener, the admin one last.
+    let fds: Vec<_> = listeners
+        .iter()
+        .map(|l| l.tcp.as_raw_fd())
+        .chain(admin_listener.as_ref().map(|a| a.as_raw_fd()))
+        .collect();
     // `self` requests go to a plain listener when there is one.
     let own = listeners
         .iter()
@@ -189,16 +196,19 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
         .find(|l| l.tls.is_none())
         .unwrap_or(&listeners[0]);
     let self_authority = own.tcp.local_addr()?.to_string().parse().ok();
+    // Metrics are counted from here on; only the admin listener shows them.
+    let metrics = Arc::new(HostMetrics::new(config.environment.as_deref()));
     // One set of destination policies for the host's life: caps, breakers
     // and connection pools outlive any one version of the app.
-    let destinations = Destinations::new(config.outbound.clone());
+    let destinations =
+        Destinations::with_metrics(config.outbound.clone(), metrics.outbound.clone());
     let loaded = prepare(
         &args.app,
         &manifest,
         &config,
         args.env.clone(),
         self_authority,
-        destinations,
+        destinations.clone(),
     )
     .await?;
 
@@ -213,12 +223,28 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
         slots,
         limits,
         Intake::new(server),
+        metrics.clone(),
     ));
+    // The admin listener answers (`/ready`: 503 starting) from before the
+    // preflight until the process exits, through the drain.
+    let readiness = Arc::new(Readiness::default());
+    if let Some(admin_listener) = admin_listener {
+        let local = admin::start(
+            admin_listener,
+            metrics,
+            dispatcher.clone(),
+            destinations,
+            readiness.clone(),
+        )
+        .await?;
+        println!("Admin http://{local}");
+        tracing::info!(address = %local, "admin listener");
+    }
     // The app may refuse to run (e.g. credentials wrong for its
     // environment): ask it before anyone is served or told where to connect.
     preflight::run(&dispatcher, server).await?;
     announce(&manifest, &listeners)?;
-    let fds = listeners.iter().map(|l| l.tcp.as_raw_fd()).collect();
+    readiness.set_ready();
     match &inherited {
         Some(inherited) => inherited.take_over(),
         None => systemd::ready(&status_line(&listeners)),
@@ -227,8 +253,14 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
     tokio::spawn(handover::on_usr2(exe, fds));
     let stop = async {
         tokio::select! {
-            () = server::termination_signal() => systemd::stopping(),
-            // The new process is the service now: nothing to tell.
+            () = server::termination_signal() => {
+                // Not ready from the signal on: load balancers stop
+                // sending while in-flight requests finish.
+                readiness.set_draining();
+                systemd::stopping();
+            }
+            // The new process serves these addresses now (its /ready
+            // included): nothing to tell anyone.
             () = handover::replaced() => {}
         }
     };
@@ -251,41 +283,63 @@ fn status_line(listeners: &[server::Listener]) -> String {
     format!("serving on {}", addresses.join(", "))
 }
 
-/// The listeners of `server`: bound, or the ones handed over, in the same
-/// order (the HTTPS or main one, then the plain one).
+/// The listeners of `config`: bound, or the ones handed over, in the same
+/// order (the HTTPS or main one, then the plain one), and the admin
+/// listener's socket, if there is one (handed over last).
 async fn listen(
-    server: &config::ServerSettings,
+    config: &HostConfig,
     tls: Option<Arc<Tls>>,
     inherited: Option<&handover::Inherited>,
-) -> anyhow::Result<Vec<server::Listener>> {
+) -> anyhow::Result<(Vec<server::Listener>, Option<tokio::net::TcpListener>)> {
+    let server = &config.server;
     let mut wanted = vec![(server.listen, tls)];
     if let Some(plain) = server.plain_listen {
         wanted.push((plain, None));
     }
+    let admin = config.admin.listen;
     let Some(inherited) = inherited else {
         let mut listeners = Vec::new();
         for (address, tls) in wanted {
             listeners.push(bind(address, tls).await?);
         }
-        return Ok(listeners);
+        let admin = match admin {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("admin listener on {address}"))?,
+            ),
+            None => None,
+        };
+        return Ok((listeners, admin));
     };
+    let count = wanted.len() + usize::from(admin.is_some());
     anyhow::ensure!(
-        inherited.listeners.len() == wanted.len(),
-        "handover: {} sockets handed over, the configuration listens on {}; restart instead",
+        inherited.listeners.len() == count,
+        "handover: {} sockets handed over, the configuration listens on {count}; restart instead",
         inherited.listeners.len(),
-        wanted.len()
     );
-    let mut listeners = Vec::new();
-    for (socket, (address, tls)) in inherited.listeners.iter().zip(wanted) {
+    let take = |socket: &std::net::TcpListener, address: std::net::SocketAddr| {
         let local = socket.local_addr()?;
         anyhow::ensure!(
             address.port() == 0 || address == local,
             "handover: the configuration listens on {address}, the handed-over socket on {local}; restart instead"
         );
-        let tcp = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
-        listeners.push(server::Listener { tcp, tls });
+        Ok(tokio::net::TcpListener::from_std(socket.try_clone()?)?)
+    };
+    let mut sockets = inherited.listeners.iter();
+    let mut listeners = Vec::new();
+    for (address, tls) in wanted {
+        let socket = sockets.next().expect("counted above");
+        listeners.push(server::Listener {
+            tcp: take(socket, address)?,
+            tls,
+        });
     }
-    Ok(listeners)
+    let admin = match admin {
+        Some(address) => Some(take(sockets.next().expect("counted above"), address)?),
+        None => None,
+    };
+    Ok((listeners, admin))
 }
 
 async fn bind(

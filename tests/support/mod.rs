@@ -46,6 +46,8 @@ pub struct Host {
     pub addr: SocketAddr,
     /// The address it serves HTTPS on, if it does.
     pub tls_addr: Option<SocketAddr>,
+    /// The admin listener's address, if it has one (`[admin] listen`).
+    pub admin_addr: Option<SocketAddr>,
     stderr: Arc<Mutex<String>>,
     /// Its state dir.
     pub state_dir: PathBuf,
@@ -133,7 +135,7 @@ impl Host {
         }
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        let (mut plain, mut tls) = (None, None);
+        let (mut plain, mut tls, mut admin) = (None, None, None);
         let addr = loop {
             line.clear();
             if stdout.read_line(&mut line).unwrap() == 0 {
@@ -150,6 +152,9 @@ impl Host {
             if let Some(addr) = line.trim().strip_prefix("Serving https://") {
                 tls = Some(addr.parse().unwrap());
             }
+            if let Some(addr) = line.trim().strip_prefix("Admin http://") {
+                admin = Some(addr.parse().unwrap());
+            }
             if line.starts_with("Available Routes") {
                 break plain.or(tls).expect("a Serving line");
             }
@@ -163,6 +168,7 @@ impl Host {
             child,
             addr,
             tls_addr: tls,
+            admin_addr: admin,
             stderr,
             state_dir: state_dir.to_path_buf(),
             _owned_state: None,
@@ -172,6 +178,12 @@ impl Host {
     /// `http://ADDR/PATH`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// `http://ADMIN_ADDR/PATH` (the host must have an admin listener).
+    pub fn admin_url(&self, path: &str) -> String {
+        let addr = self.admin_addr.expect("an `Admin http://` line");
+        format!("http://{addr}{path}")
     }
 
     /// What the host logged so far.

@@ -244,12 +244,14 @@ impl WasiHttpHooks for OutboundHooks {
         let (client, request_id) = (header("x-kiosk-client"), header("x-request-id"));
         let method = request.method().clone();
         let path = request.uri().path().to_string();
+        let metrics = self.policy.0.destinations.metrics().clone();
         Box::new(async move {
             let started = Instant::now();
             let (result, served) = match ttl {
                 Some(ttl) => destination.send_shared(request, ttl, head_by).await,
                 None => destination.send(request, head_by).await,
             };
+            metrics.record(destination.key(), &result, served);
             let outcome = match &result {
                 Ok(response) => response.status().as_u16().to_string(),
                 Err(e) => format!("error: {e}"),

@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::Semaphore;
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
+use crate::admin::metrics::OutboundMetrics;
 use crate::config::{DestinationSettings, OutboundSettings};
 
 use self::breaker::{Admission, Breaker};
@@ -38,15 +39,41 @@ const MAX_SHARED_BODY: usize = 1024 * 1024;
 pub struct Destinations {
     settings: OutboundSettings,
     known: Mutex<HashMap<String, Arc<Destination>>>,
+    metrics: OutboundMetrics,
 }
 
 impl Destinations {
     /// Destinations governed by `settings`.
     pub fn new(settings: OutboundSettings) -> Arc<Self> {
+        Self::with_metrics(settings, OutboundMetrics::default())
+    }
+
+    /// The same, counting calls into `metrics`.
+    pub fn with_metrics(settings: OutboundSettings, metrics: OutboundMetrics) -> Arc<Self> {
         Arc::new(Self {
             settings,
             known: Mutex::new(HashMap::new()),
+            metrics,
         })
+    }
+
+    /// Where outbound calls are counted.
+    pub fn metrics(&self) -> &OutboundMetrics {
+        &self.metrics
+    }
+
+    /// Each destination called so far: its key, calls in flight, and
+    /// whether its circuit is open (or half-open).
+    pub fn states(&self) -> Vec<(String, usize, bool)> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known
+            .values()
+            .map(|d| {
+                let cap = d.settings.max_concurrency.max(1);
+                let in_flight = cap.saturating_sub(d.slots.available_permits());
+                (d.key.clone(), in_flight, d.breaker.is_open())
+            })
+            .collect()
     }
 
     /// Hops after which outbound calls are refused.

@@ -406,3 +406,35 @@ async fn failed_tls_handshakes_are_counted() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_drain_delay_new_requests_are_served_while_ready_says_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("[server]\ndrain_delay = \"3s\"\n\n{ADMIN}");
+    let mut host = basics_with(dir.path(), &config);
+    let http = client();
+    host.terminate();
+    let until = Instant::now() + Duration::from_secs(10);
+    while http
+        .get(host.admin_url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 503
+    {
+        assert!(Instant::now() < until, "/ready never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Not ready, still serving: a balancer that has not polled yet loses nothing.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    assert_eq!(
+        fresh.get(host.url("/hello")).send().await.unwrap().status(),
+        200
+    );
+    let status = tokio::task::block_in_place(|| host.wait_exit());
+    assert!(status.success(), "exit status {status}");
+}

@@ -100,6 +100,10 @@ pub struct ServerSettings {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long the host still accepts, with `/ready`
+    /// already 503, so a load balancer that polls it stops sending first.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// Allocate instances from a pool (off only for debugging).
     pub pooling: bool,
     /// How long a client may take to send a request head (and, on a
@@ -307,6 +311,7 @@ impl Default for ServerSettings {
             queue_timeout: Duration::from_secs(2),
             max_body_bytes: 10 * 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
             pooling: true,
             header_read_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),

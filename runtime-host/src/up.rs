@@ -255,9 +255,19 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
         tokio::select! {
             () = server::termination_signal() => {
                 // Not ready from the signal on: load balancers stop
-                // sending while in-flight requests finish.
+                // sending while in-flight requests finish. With a drain
+                // delay, the listeners still accept meanwhile, so a
+                // balancer that polls /ready has stopped before they
+                // close (a second signal ends the delay).
                 readiness.set_draining();
                 systemd::stopping();
+                if !server.drain_delay.is_zero() {
+                    tracing::info!(delay = ?server.drain_delay, "not ready; still accepting for the drain delay");
+                    tokio::select! {
+                        () = tokio::time::sleep(server.drain_delay) => {}
+                        () = server::termination_signal() => {}
+                    }
+                }
             }
             // The new process serves these addresses now (its /ready
             // included): nothing to tell anyone.

@@ -18,6 +18,8 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
@@ -115,7 +117,14 @@ pub async fn on_usr2(exe: PathBuf, fds: Vec<RawFd>) {
             return;
         }
     };
+    // One handover at a time: a second SIGUSR2 while a new process starts
+    // would leave two processes each believing it is the service.
+    let under_way = Arc::new(AtomicBool::new(false));
     while usr2.recv().await.is_some() {
+        if under_way.load(Ordering::SeqCst) {
+            tracing::warn!("SIGUSR2 received while a handover is under way: ignored");
+            continue;
+        }
         tracing::info!(exe = %exe.display(), "SIGUSR2 received: starting a new process to hand over to");
         match spawn(&exe, &fds) {
             Ok(mut child) => {
@@ -124,11 +133,15 @@ pub async fn on_usr2(exe: PathBuf, fds: Vec<RawFd>) {
                     pid,
                     "handover: new process started; it takes over once it serves"
                 );
+                under_way.store(true, Ordering::SeqCst);
+                let under_way = under_way.clone();
                 // A new process that fails exits; this one keeps serving.
                 // Awaited, not waited for on a thread: this process ends
                 // first, and must not wait for its successor to.
                 tokio::spawn(async move {
-                    match child.wait().await {
+                    let exited = child.wait().await;
+                    under_way.store(false, Ordering::SeqCst);
+                    match exited {
                         Ok(status) if status.success() => {}
                         Ok(status) => tracing::error!(
                             pid,

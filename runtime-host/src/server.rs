@@ -20,6 +20,10 @@ use crate::connections::{ConnectionLimits, Refused};
 use crate::dispatch::{Connection, Dispatcher};
 use crate::tls::Tls;
 
+/// At a drain, how long connections just accepted have to send their
+/// first request before connections are told to finish.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
+
 /// How often refusals (connections and rates) are summed up in the log.
 const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(5);
 
@@ -151,6 +155,11 @@ pub async fn serve(
 
     drop(listeners);
     reporter.abort();
+    // A connection accepted just before the signal may not have sent its
+    // first request yet, and a graceful shutdown closes a connection with
+    // no request under way at once: its client would see it reset. Read
+    // those first requests before telling connections to finish.
+    tokio::time::sleep(FIRST_REQUEST_GRACE.min(drain_timeout)).await;
     let open = graceful.count();
     tracing::info!(
         connections = open,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Host, client, guest_wasm, repo};
+use support::{Host, client, guest_wasm, redis_runtime_config, repo};
 
 const KIOSK: &str = "Bearer dev-kiosk-key";
 
@@ -95,9 +95,7 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM, so the master takes its worker along (SIGKILL would
         // leave the worker running, still holding the port).
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        support::signal(self.child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -123,16 +121,7 @@ async fn two_hosts_behind_nginx_roll_out_one_at_a_time_without_a_failed_request(
     guest_wasm("ticket");
     let redis = kiosk_kv::testing::RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("runtime-config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}/0\"\n\
-             sequences = [\"lane-seq:\"]\n",
-            redis.url()
-        ),
-    )
-    .unwrap();
+    let config = redis_runtime_config(dir.path(), &redis.url(), "");
     let args = ["--runtime-config-file", config.to_str().unwrap()];
     let manifest = repo().join("spin.toml");
     let states = [dir.path().join("a"), dir.path().join("b")];

@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
-use support::{CoreSim, Host, client, guest_wasm, repo};
+use support::{CoreSim, Host, client, guest_wasm, redis_runtime_config, repo};
 
 const KIOSK: &str = "Bearer dev-kiosk-key";
 const COUNTER: &str = "Bearer dev-counter-key";
@@ -1211,16 +1211,7 @@ async fn concurrent_issues_through_two_hosts_sharing_redis_get_exactly_1_to_1600
     guest_wasm("ticket");
     let redis = kiosk_kv::testing::RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("runtime-config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}/0\"\n\
-             sequences = [\"lane-seq:\"]\n",
-            redis.url()
-        ),
-    )
-    .unwrap();
+    let config = redis_runtime_config(dir.path(), &redis.url(), "");
     let args = ["--runtime-config-file", config.to_str().unwrap()];
     let manifest = repo().join("spin.toml");
     let a = Host::start_with_env(&manifest, &dir.path().join("a"), &args, &[]);

@@ -646,11 +646,7 @@ async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request(
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let old = host.pid();
-    let status = std::process::Command::new("kill")
-        .args(["-USR2", &old.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    host.hand_over();
     // The new process serves, then the old one drains and exits cleanly.
     assert!(
         host.wait_for_log("handover: serving; the old process drains"),
@@ -672,9 +668,7 @@ async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request(
     struct Ends(u32);
     impl Drop for Ends {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &self.0.to_string()])
-                .status();
+            support::signal(self.0, "TERM");
         }
     }
     let _ends = Ends(new_pid);
@@ -719,11 +713,7 @@ async fn a_handover_to_a_process_that_cannot_start_leaves_the_old_one_serving() 
         "[server]\nrequest_timeout = \"10s\"\nno_such_key = 1\n",
     )
     .unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-USR2", &host.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    host.hand_over();
     assert!(
         host.wait_for_log("handover failed: the new process exited; this one keeps serving"),
         "{}",

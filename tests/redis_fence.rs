@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Host, client, guest_wasm, repo};
+use support::{Host, client, guest_wasm, redis_runtime_config, repo};
 
 const KIOSK: &str = "Bearer dev-kiosk-key";
 
@@ -70,16 +70,11 @@ async fn two_hosts_hand_out_no_number_twice_after_redis_forgets_everything() {
     guest_wasm("ticket");
     let mut redis = kiosk_kv::testing::RedisServer::start_volatile();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("runtime-config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}/0\"\n\
-             durability = \"volatile\"\nsequences = [\"lane-seq:\"]\npeer_timeout = \"10s\"\n",
-            redis.url()
-        ),
-    )
-    .unwrap();
+    let config = redis_runtime_config(
+        dir.path(),
+        &redis.url(),
+        "durability = \"volatile\"\npeer_timeout = \"10s\"\n",
+    );
     let args = ["--runtime-config-file", config.to_str().unwrap()];
     let manifest = repo().join("spin.toml");
     let a = Host::start_with_env(&manifest, &dir.path().join("a"), &args, &[]);

@@ -12,6 +12,30 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Sends signal `name` (`TERM`, `HUP`…) to process `pid`; whether it went.
+pub fn signal(pid: u32, name: &str) -> bool {
+    Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A runtime config whose `default` store is the Redis at `url`, its ticket
+/// numbers fenced, with `extra` lines (e.g. `durability = "volatile"`)
+/// added to the store's table; written into `dir`.
+pub fn redis_runtime_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
+    let path = dir.join("runtime-config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}/0\"\n\
+             sequences = [\"lane-seq:\"]\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -205,20 +229,17 @@ impl Host {
 
     /// Sends SIGHUP (reload).
     pub fn hangup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        assert!(signal(self.child.id(), "HUP"));
     }
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        assert!(signal(self.child.id(), "TERM"));
+    }
+
+    /// Sends SIGUSR2 (hand over to a new process).
+    pub fn hand_over(&self) {
+        assert!(signal(self.child.id(), "USR2"));
     }
 
     /// Waits (bounded) for the process to exit.

@@ -33,6 +33,18 @@ pub struct Listener {
     pub tls: Option<Arc<Tls>>,
 }
 
+impl Listener {
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// `scheme://address` as bound.
+    pub fn url(&self) -> std::io::Result<String> {
+        Ok(format!("{}://{}", self.scheme(), self.tcp.local_addr()?))
+    }
+}
+
 /// Accepts on whichever listener has a connection first.
 async fn accept_any(listeners: &[Listener]) -> (std::io::Result<(TcpStream, SocketAddr)>, usize) {
     std::future::poll_fn(|cx| {

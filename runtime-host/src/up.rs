@@ -283,13 +283,7 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
 
 /// What `systemctl status` shows while serving.
 fn status_line(listeners: &[server::Listener]) -> String {
-    let addresses: Vec<String> = listeners
-        .iter()
-        .filter_map(|l| {
-            let scheme = if l.tls.is_some() { "https" } else { "http" };
-            Some(format!("{scheme}://{}", l.tcp.local_addr().ok()?))
-        })
-        .collect();
+    let addresses: Vec<String> = listeners.iter().filter_map(|l| l.url().ok()).collect();
     format!("serving on {}", addresses.join(", "))
 }
 
@@ -365,22 +359,15 @@ async fn bind(
 fn announce(manifest: &Manifest, listeners: &[server::Listener]) -> anyhow::Result<()> {
     // Spin prints these on stdout; scripts and tests read the addresses here.
     for listener in listeners {
-        let scheme = if listener.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let local = listener.tcp.local_addr()?;
-        println!("Serving {scheme}://{local}");
-        tracing::info!(manifest = %manifest.path.display(), address = %local, scheme, "serving");
+        let url = listener.url()?;
+        println!("Serving {url}");
+        tracing::info!(manifest = %manifest.path.display(), address = %listener.tcp.local_addr()?, scheme = listener.scheme(), "serving");
     }
-    let first = &listeners[0];
-    let scheme = if first.tls.is_some() { "https" } else { "http" };
-    let local = first.tcp.local_addr()?;
+    let base = listeners[0].url()?;
     println!("Available Routes:");
     for trigger in &manifest.http_triggers {
         if let kiosk_manifest::RouteSpec::Path(route) = &trigger.route {
-            println!("  {}: {scheme}://{local}{route}", trigger.component);
+            println!("  {}: {base}{route}", trigger.component);
         }
     }
     Ok(())

@@ -323,12 +323,7 @@ impl KvBackend for RedisStore {
                 .await
         })
         .await
-        .map_err(|e| match e {
-            KvError::InvalidValue(m) => {
-                KvError::InvalidValue(format!("cannot increment key {key:?}: {m}"))
-            }
-            other => other,
-        })
+        .map_err(|e| increment_error(key, e))
     }
 
     async fn swap(
@@ -366,6 +361,16 @@ impl KvBackend for RedisStore {
             },
             other => Err(unexpected_swap_reply(&other)),
         }
+    }
+}
+
+/// An increment's error, naming the key when its value is no counter.
+pub(crate) fn increment_error(key: &str, error: KvError) -> KvError {
+    match error {
+        KvError::InvalidValue(m) => {
+            KvError::InvalidValue(format!("cannot increment key {key:?}: {m}"))
+        }
+        other => other,
     }
 }
 

@@ -218,12 +218,7 @@ impl Protocol {
                     .await
             })
             .await
-            .map_err(|e| match e {
-                KvError::InvalidValue(m) => {
-                    KvError::InvalidValue(format!("cannot increment key {key:?}: {m}"))
-                }
-                other => other,
-            })?;
+            .map_err(|e| crate::redis::increment_error(key, e))?;
         match reply {
             Value::Array(items) => match items.as_slice() {
                 [Value::Int(value), Value::Int(seq)] => Ok(IncrementReply::Counted {

@@ -1307,7 +1307,9 @@ fn store_round_trips_per_operation() {
             "increment"
         ]
     );
-    issue_kiosk(&k, "demo", "fx", now).unwrap();
+    // A second later, so that `a` comes first in queue order (tickets of
+    // one instant are ordered by number, then by id).
+    issue_kiosk(&k, "demo", "fx", now + secs(1)).unwrap();
     assert_eq!(
         s.take(),
         [
@@ -1361,9 +1363,9 @@ fn store_round_trips_per_operation() {
 
     // A call: the desk, the lines, the first window of each lane with
     // tickets (slots, then records), then desk, record, the lane's left
-    // count, its head and the board's "now serving". (Which of the tickets
-    // issued at `now` comes first depends on their ids, drawn from a
-    // counter all tests share: the one called is the one completed.)
+    // count, its head and the board's "now serving". (Which of the deposit
+    // tickets issued at `now` comes first depends on their ids, drawn from
+    // a counter all tests share: the one called is the one completed.)
     let called = k
         .call_next(&staff, "demo", call("1"), now)
         .unwrap()

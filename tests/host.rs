@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Host, app, check_fails, client, guest_wasm, raw_exchange, run};
+use support::{Host, Load, app, check_fails, client, guest_wasm, raw_exchange, run};
 
 fn basics(extra: &[&str]) -> Host {
     guest_wasm("hello");
@@ -586,6 +586,98 @@ async fn a_service_manager_is_told_ready_reloading_and_stopping_and_fed_its_watc
     assert!(status.success(), "exit status {status}");
 }
 
+/// How many times the host's log says `needle`, once it says it at least
+/// `n` times (30 s at most).
+fn wait_for_count(host: &Host, needle: &str, n: usize) -> usize {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let count = host.stderr().matches(needle).count();
+        if count >= n || std::time::Instant::now() > until {
+            return count;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_app_under_load_and_a_broken_version_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spin.toml");
+    let (hello, incr) = (guest_wasm("hello"), guest_wasm("kv-incr"));
+    let version = |greeting: &str, source: &std::path::Path| {
+        format!(
+            "spin_manifest_version = 2\n\
+             [application]\nname = \"reloaded\"\nversion = \"{greeting}\"\n\
+             [[trigger.http]]\nroute = \"/hello\"\ncomponent = \"hello\"\n\
+             [[trigger.http]]\nroute = \"/incr/...\"\ncomponent = \"incr\"\n\
+             [component.hello]\nsource = {source:?}\nenvironment = {{ GREETING = \"{greeting}\" }}\n\
+             [component.incr]\nsource = {incr:?}\nkey_value_stores = [\"default\"]\n"
+        )
+    };
+    std::fs::write(&manifest, version("v0", &hello)).unwrap();
+    let host = Host::start(&manifest, &[]);
+    let http = client();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), host.url(path));
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let incr = || {
+        let (http, url) = (http.clone(), host.url("/incr/visits"));
+        async move { http.post(url).send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(get("/hello").await, "Hello, v0!\n");
+    assert_eq!(incr().await, "1");
+
+    // Four clients across five new versions: none of them sees an error,
+    // and after each reload new requests get the new version.
+    let load = Load::start(&http, &host.url("/hello"), 4);
+    for n in 1..=5 {
+        let greeting = format!("v{n}");
+        std::fs::write(&manifest, version(&greeting, &hello)).unwrap();
+        host.hangup();
+        assert_eq!(
+            wait_for_count(&host, "reloaded: ", n),
+            n,
+            "{}",
+            host.stderr()
+        );
+        assert_eq!(get("/hello").await, format!("Hello, {greeting}!\n"));
+    }
+    load.stop_all_served().await;
+    // The key-value store is the one the first version opened.
+    assert_eq!(incr().await, "2");
+    let info = json(
+        http.get(host.url("/.well-known/spin/info"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(info["version"], "v5", "{info}");
+
+    // Versions that cannot load are refused, each named in the log, and
+    // the one in force keeps serving: a component that does not exist, a
+    // manifest that does not parse.
+    std::fs::write(
+        &manifest,
+        version("v6", std::path::Path::new("/nonexistent/hello.wasm")),
+    )
+    .unwrap();
+    host.hangup();
+    assert_eq!(wait_for_count(&host, "reload refused", 1), 1);
+    assert!(
+        host.stderr().contains("/nonexistent/hello.wasm"),
+        "{}",
+        host.stderr()
+    );
+    std::fs::write(&manifest, "spin_manifest_version = 2\n[application\n").unwrap();
+    host.hangup();
+    assert_eq!(wait_for_count(&host, "reload refused", 2), 2);
+    assert!(host.stderr().contains("spin.toml:2"), "{}", host.stderr());
+    assert_eq!(get("/hello").await, "Hello, v5!\n");
+    assert_eq!(incr().await, "3");
+}
+
 #[test]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
     // As installed, with ExecStart naming this build's binary.
@@ -616,34 +708,14 @@ async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request(
     std::fs::write(&config, "[admin]\nlisten = \"127.0.0.1:0\"\n").unwrap();
     let mut host = basics(&["--config", config.to_str().unwrap()]);
     let url = host.url("/hello");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // Two clients, a new connection per request, for the whole handover
-    // (bounded: at most 20,000 requests each).
-    let load: Vec<_> = (0..2)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            tokio::spawn(async move {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let http = reqwest::Client::builder()
-                    .pool_max_idle_per_host(0)
-                    .timeout(Duration::from_secs(60))
-                    .build()
-                    .unwrap();
-                let (mut ok, mut failed) = (0u32, Vec::new());
-                for _ in 0..20_000 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    match http.get(&url).send().await {
-                        Ok(r) if r.status() == 200 => ok += 1,
-                        Ok(r) => failed.push(r.status().to_string()),
-                        Err(e) => failed.push(e.to_string()),
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
+    // Two clients, a new connection per request, for the whole handover.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let load = Load::start(&fresh, &url, 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let old = host.pid();
     host.hand_over();
@@ -674,19 +746,7 @@ async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request(
     let _ends = Ends(new_pid);
     // Still served, by the new process alone.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut total = 0;
-    for task in load {
-        let (ok, failed) = task.await.unwrap();
-        assert!(
-            failed.is_empty(),
-            "{} failed: {:?}",
-            failed.len(),
-            &failed[..failed.len().min(5)]
-        );
-        total += ok;
-    }
-    assert!(total > 0);
+    let total = load.stop_all_served().await;
     eprintln!("handover: {total} requests on new connections, none refused");
     assert_eq!(
         client().get(&url).send().await.unwrap().status(),

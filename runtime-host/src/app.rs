@@ -90,9 +90,10 @@ impl AppHandle {
         self.0.load_full()
     }
 
-    /// Replaces the version for new requests.
-    pub fn replace(&self, app: LoadedApp) {
-        self.0.store(Arc::new(app));
+    /// Replaces the version for new requests (those in flight finish on
+    /// theirs).
+    pub fn replace(&self, app: Arc<LoadedApp>) {
+        self.0.store(app);
     }
 }
 

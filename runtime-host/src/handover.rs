@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// How many listening sockets were handed over (descriptors 3, 4, …).
 const FDS_ENV: &str = "KIOSK_HANDOVER_FDS";
@@ -107,16 +107,17 @@ pub async fn replaced() {
     }
 }
 
-/// Starts a new process with the listeners on every SIGUSR2, for the life
-/// of this one. `exe` is the executable's path as read at start.
-pub async fn on_usr2(exe: PathBuf, fds: Vec<RawFd>) {
-    let mut usr2 = match signal(SignalKind::user_defined2()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGUSR2: handover is off");
-            return;
-        }
-    };
+/// SIGUSR2, caught from now on: its default action would end the process.
+/// Caught before the host says where it serves, so a handover asked for
+/// as soon as it does is never the end of it.
+pub fn requests() -> anyhow::Result<Signal> {
+    signal(SignalKind::user_defined2()).map_err(|e| anyhow::anyhow!("cannot catch SIGUSR2: {e}"))
+}
+
+/// Starts a new process with the listeners on every SIGUSR2 (`usr2`, from
+/// [`requests`]), for the life of this one. `exe` is the executable's path
+/// as read at start.
+pub async fn on_usr2(mut usr2: Signal, exe: PathBuf, fds: Vec<RawFd>) {
     // One handover at a time: a second SIGUSR2 while a new process starts
     // would leave two processes each believing it is the service.
     let under_way = Arc::new(AtomicBool::new(false));

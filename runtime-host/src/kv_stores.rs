@@ -21,77 +21,113 @@ pub const DEFAULT_STORE_FILE: &str = "sqlite_key_value.db";
 /// unavailable until it has.
 const FENCE_START_WAIT: Duration = Duration::from_secs(10);
 
-/// Opens every store a component declares. A declared label with no
-/// configuration (other than `default`) stops start-up, naming it.
-pub async fn open_stores(
-    manifest: &Manifest,
-    config: &RuntimeConfig,
-    state_dir: &Path,
-) -> anyhow::Result<BTreeMap<String, Arc<dyn KvBackend>>> {
-    let mut used = BTreeSet::new();
-    for component in manifest.components.values() {
-        for label in &component.key_value_stores {
-            if label != "default" && !config.key_value_stores.contains_key(label) {
-                anyhow::bail!(
-                    "{}:{}: component `{}`: unknown key_value_stores label `{label}` \
-                     (configure it with [key_value_store.{label}] in the runtime config)",
-                    manifest.path.display(),
-                    component.location.line,
-                    component.id
-                );
+/// The stores a host has opened, by label, each with the configuration it
+/// was opened from. Every version of the app loaded into one host uses
+/// these: a store is opened once and lives as long as the host.
+#[derive(Default)]
+pub struct OpenStores(tokio::sync::Mutex<BTreeMap<String, OpenStore>>);
+
+/// A store and the configuration it was opened from.
+type OpenStore = (KvStoreConfig, Arc<dyn KvBackend>);
+
+impl OpenStores {
+    /// The store of every label a component declares: the one already
+    /// open, or opened now. A declared label with no configuration (other
+    /// than `default`), or one whose configuration differs from the store
+    /// already open under that label, is refused, naming it.
+    pub async fn open(
+        &self,
+        manifest: &Manifest,
+        config: &RuntimeConfig,
+        state_dir: &Path,
+    ) -> anyhow::Result<BTreeMap<String, Arc<dyn KvBackend>>> {
+        let mut used = BTreeSet::new();
+        for component in manifest.components.values() {
+            for label in &component.key_value_stores {
+                if label != "default" && !config.key_value_stores.contains_key(label) {
+                    anyhow::bail!(
+                        "{}:{}: component `{}`: unknown key_value_stores label `{label}` \
+                         (configure it with [key_value_store.{label}] in the runtime config)",
+                        manifest.path.display(),
+                        component.location.line,
+                        component.id
+                    );
+                }
+                used.insert(label.clone());
             }
-            used.insert(label.clone());
         }
-    }
-    let mut stores: BTreeMap<String, Arc<dyn KvBackend>> = BTreeMap::new();
-    for label in used {
-        let default_config = KvStoreConfig::Spin {
-            path: Some(state_dir.join(DEFAULT_STORE_FILE)),
-        };
-        let store_config = config
-            .key_value_stores
-            .get(&label)
-            .unwrap_or(&default_config);
-        let backend: Arc<dyn KvBackend> = match store_config {
-            KvStoreConfig::Spin { path: Some(path) } => {
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("creating {}", parent.display()))?;
-                }
-                Arc::new(SqliteStore::open(path, &label).with_context(|| {
-                    format!("key-value store `{label}`: opening {}", path.display())
-                })?)
+        let mut open = self.0.lock().await;
+        let mut stores = BTreeMap::new();
+        for label in used {
+            let default_config = KvStoreConfig::Spin {
+                path: Some(state_dir.join(DEFAULT_STORE_FILE)),
+            };
+            let wanted = config
+                .key_value_stores
+                .get(&label)
+                .unwrap_or(&default_config);
+            if let Some((config, store)) = open.get(&label) {
+                anyhow::ensure!(
+                    config == wanted,
+                    "key-value store `{label}`: its runtime config changed since the host \
+                     opened it ({} then, {} now); a running host keeps the store it opened \
+                     (restart, or hand over with SIGUSR2, to change it)",
+                    describe(config),
+                    describe(wanted)
+                );
+                stores.insert(label, store.clone());
+                continue;
             }
-            KvStoreConfig::Spin { path: None } => Arc::new(
-                SqliteStore::in_memory(&label)
-                    .with_context(|| format!("key-value store `{label}`"))?,
-            ),
-            KvStoreConfig::Redis {
-                url,
-                durability,
-                fence,
-            } => {
-                let store = RedisStore::connect(url)
-                    .await
-                    .with_context(|| format!("key-value store `{label}`: connecting to Redis"))?;
-                check_persistence(&store, &label, *durability).await?;
-                match fence {
-                    Some(fence) => Arc::new(start_fence(store, &label, state_dir, fence).await?),
-                    None => {
-                        tracing::warn!(
-                            label = %label,
-                            "no `sequences` declared for this Redis store: numbering is not \
-                             fenced, and a Redis that loses writes can hand out a number twice"
-                        );
-                        Arc::new(store)
-                    }
+            let store = open_one(&label, wanted, state_dir).await?;
+            tracing::info!(label = %label, backend = %describe(wanted), "key-value store ready");
+            open.insert(label.clone(), (wanted.clone(), store.clone()));
+            stores.insert(label, store);
+        }
+        Ok(stores)
+    }
+}
+
+/// Opens the store `label` as `config` says.
+async fn open_one(
+    label: &str,
+    config: &KvStoreConfig,
+    state_dir: &Path,
+) -> anyhow::Result<Arc<dyn KvBackend>> {
+    Ok(match config {
+        KvStoreConfig::Spin { path: Some(path) } => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            Arc::new(SqliteStore::open(path, label).with_context(|| {
+                format!("key-value store `{label}`: opening {}", path.display())
+            })?)
+        }
+        KvStoreConfig::Spin { path: None } => Arc::new(
+            SqliteStore::in_memory(label).with_context(|| format!("key-value store `{label}`"))?,
+        ),
+        KvStoreConfig::Redis {
+            url,
+            durability,
+            fence,
+        } => {
+            let store = RedisStore::connect(url)
+                .await
+                .with_context(|| format!("key-value store `{label}`: connecting to Redis"))?;
+            check_persistence(&store, label, *durability).await?;
+            match fence {
+                Some(fence) => Arc::new(start_fence(store, label, state_dir, fence).await?),
+                None => {
+                    tracing::warn!(
+                        label = %label,
+                        "no `sequences` declared for this Redis store: numbering is not \
+                         fenced, and a Redis that loses writes can hand out a number twice"
+                    );
+                    Arc::new(store)
                 }
             }
-        };
-        tracing::info!(label = %label, backend = %describe(store_config), "key-value store ready");
-        stores.insert(label, backend);
-    }
-    Ok(stores)
+        }
+    })
 }
 
 /// Wraps `store` in the sequence fence, as this host (id in the state dir),

@@ -15,6 +15,7 @@ pub mod handover;
 pub mod intake;
 pub mod kv_stores;
 pub mod limits;
+pub mod loader;
 pub mod policy;
 pub mod preflight;
 pub mod rate_limit;

@@ -26,8 +26,11 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use crate::admin::HostMetrics;
+use crate::app::{AppHandle, LoadedApp};
 use crate::config::ServerSettings;
-use crate::dispatch::{Connection, Dispatcher};
+use crate::dispatch::{Connection, Dispatcher, Intake};
+use crate::limits::{InstanceSlots, RequestLimits};
 
 /// The `error.code` with which an app says it must not serve.
 pub const MISCONFIGURED: &str = "misconfigured";
@@ -70,6 +73,29 @@ pub async fn run(dispatcher: &Arc<Dispatcher>, server: &ServerSettings) -> anyho
     serving.abort();
     let (status, body) = answer?;
     judge(path, status, &body)
+}
+
+/// The preflight of a version of the app about to replace the one in
+/// force (a reload): the same request, through a dispatcher of its own
+/// that counts into the host's `metrics`, so no client meets the new
+/// version before it passed. Returns it, ready to put in force.
+pub async fn check_version(
+    app: LoadedApp,
+    metrics: &Arc<HostMetrics>,
+    server: &ServerSettings,
+) -> anyhow::Result<Arc<LoadedApp>> {
+    let handle = Arc::new(AppHandle::new(app));
+    if !server.preflight.trim().is_empty() {
+        let dispatcher = Arc::new(Dispatcher::new(
+            handle.clone(),
+            InstanceSlots::new(1, 1, server.queue_timeout),
+            RequestLimits::from(server),
+            Intake::new(server),
+            metrics.clone(),
+        ));
+        run(&dispatcher, server).await?;
+    }
+    Ok(handle.current())
 }
 
 async fn get(url: &str) -> anyhow::Result<(u16, Bytes)> {

@@ -1,14 +1,20 @@
 //! SIGHUP: reload what the host was started from, as nginx does, all or
-//! nothing. The host configuration is read again (with the same flags over
-//! it) and every certificate it names is loaded; if anything is wrong, the
-//! log says what and everything in force stays. Otherwise the certificates
-//! are swapped for new handshakes (open connections keep theirs), and
-//! settings that only a restart can change are named in the log.
+//! nothing: the host configuration (read again, with the same flags over
+//! it), every certificate it names, and the app (its manifest, runtime
+//! config, variables and components, compiled and put through the
+//! preflight). If anything is wrong, the log says what and everything in
+//! force stays. Otherwise the certificates are swapped for new handshakes
+//! (open connections keep theirs) and the new version of the app for new
+//! requests (those in flight finish on theirs); settings that only a
+//! restart can change are named in the log.
 
 use std::sync::Arc;
 
 use crate::cli::UpArgs;
 use crate::config::HostConfig;
+use crate::dispatch::Dispatcher;
+use crate::loader::{Loader, read_manifest};
+use crate::preflight;
 use crate::tls::Tls;
 
 /// What a reload can change while serving.
@@ -19,38 +25,62 @@ pub struct Reloadable {
     pub config: HostConfig,
     /// The HTTPS listener's TLS, if it serves HTTPS.
     pub tls: Option<Arc<Tls>>,
+    /// Loads new versions of the app.
+    pub loader: Arc<Loader>,
+    /// Serves the version in force.
+    pub dispatcher: Arc<Dispatcher>,
 }
 
 impl Reloadable {
     /// Reloads once; returns whether the new configuration is in force.
-    pub fn reload(&mut self) -> bool {
-        let new = match self.args.host_config() {
-            Ok(new) => new,
+    pub async fn reload(&mut self) -> bool {
+        match self.try_reload().await {
+            Ok(()) => {
+                let app = self.dispatcher.app().current();
+                tracing::info!(
+                    app = %app.name,
+                    version = app.version.as_deref().unwrap_or("-"),
+                    "reloaded: the configuration, certificates and app in force are those read now"
+                );
+                true
+            }
             Err(e) => {
                 tracing::error!("reload refused, nothing changed: {e:#}");
-                return false;
+                false
             }
-        };
-        match (&self.tls, &new.server.tls) {
-            (Some(tls), Some(settings)) => {
-                if let Err(e) = tls.reload(settings) {
-                    tracing::error!("reload refused, nothing changed: {e:#}");
-                    return false;
-                }
-            }
-            (None, None) => {}
-            _ => tracing::warn!(
-                "reload: HTTPS on or off takes effect at the next start (or handover)"
-            ),
         }
-        for section in self.needs_restart(&new) {
-            tracing::warn!("reload: [{section}] changed; it takes effect at the next start");
-        }
-        tracing::info!("reloaded: the certificates in force are those of the configuration");
-        self.config = new;
-        true
     }
 
+    async fn try_reload(&mut self) -> anyhow::Result<()> {
+        let new = self.args.host_config()?;
+        let tls = match (&self.tls, &new.server.tls) {
+            (Some(tls), Some(settings)) => Some(tls.prepare(settings)?),
+            _ => None,
+        };
+        // The app as the new configuration shapes it (its `[component]`
+        // settings and `[variables]`); the host's own limits stay.
+        let manifest = read_manifest(&self.args.app)?;
+        let app = self.loader.load(&manifest, &new).await?;
+        let app = preflight::check_version(app, self.dispatcher.metrics(), &new.server).await?;
+        // Everything is loaded and checked: put it in force.
+        if let (Some(in_force), Some(next)) = (&self.tls, tls) {
+            in_force.install(next);
+        }
+        self.dispatcher.app().replace(app);
+        if self.tls.is_some() != new.server.tls.is_some() {
+            tracing::warn!("reload: HTTPS on or off takes effect at the next start (or handover)");
+        }
+        for section in self.needs_restart(&new) {
+            tracing::warn!(
+                "reload: [{section}] changed; it takes effect at the next start (or handover)"
+            );
+        }
+        self.config = new;
+        Ok(())
+    }
+
+    /// What changed that only a new process puts in force: the listeners,
+    /// the host's limits and engine, and the outbound policies.
     fn needs_restart(&self, new: &HostConfig) -> Vec<&'static str> {
         let old = &self.config;
         let mut server_old = old.server.clone();
@@ -61,33 +91,29 @@ impl Reloadable {
         if server_old != server_new {
             changed.push("server");
         }
+        if old.admin != new.admin {
+            changed.push("admin");
+        }
         if old.outbound != new.outbound {
             changed.push("outbound");
-        }
-        if old.component != new.component {
-            changed.push("component");
-        }
-        if old.variables != new.variables || old.environment != new.environment {
-            changed.push("variables");
         }
         changed
     }
 }
 
-/// Reloads on every SIGHUP, for the life of the process.
-pub async fn on_hangup(mut reloadable: Reloadable) {
+/// SIGHUP, caught from now on: its default action would end the process.
+pub fn hangups() -> anyhow::Result<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP: reload is off");
-            return;
-        }
-    };
-    while hangup.recv().await.is_some() {
+    signal(SignalKind::hangup()).map_err(|e| anyhow::anyhow!("cannot catch SIGHUP: {e}"))
+}
+
+/// Reloads on every SIGHUP, for the life of the process (hangups while a
+/// reload runs are one more reload after it).
+pub async fn on_hangup(mut hangups: tokio::signal::unix::Signal, mut reloadable: Reloadable) {
+    while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading");
         crate::systemd::reloading();
-        let status = if reloadable.reload() {
+        let status = if reloadable.reload().await {
             "serving; reloaded"
         } else {
             "serving; last reload refused (see the log)"

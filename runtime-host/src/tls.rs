@@ -145,6 +145,9 @@ pub struct ClientIdentity {
     pub serial: String,
 }
 
+/// Certificates loaded for a reload, not yet in force.
+pub struct NextTls(Arc<rustls::ServerConfig>);
+
 /// One HTTPS listener's TLS.
 pub struct Tls {
     /// Swapped whole on reload: certificates, client CA and revocation list.
@@ -165,12 +168,15 @@ impl Tls {
         })
     }
 
-    /// Loads everything `settings` name and puts it in force for new
-    /// handshakes; on any error nothing changes.
-    pub fn reload(&self, settings: &TlsSettings) -> anyhow::Result<()> {
-        let config = server_config(settings, &self.provider)?;
-        self.config.store(Arc::new(config));
-        Ok(())
+    /// Loads everything `settings` name, without putting it in force.
+    pub fn prepare(&self, settings: &TlsSettings) -> anyhow::Result<NextTls> {
+        Ok(NextTls(Arc::new(server_config(settings, &self.provider)?)))
+    }
+
+    /// Puts what [`Tls::prepare`] loaded in force for new handshakes (open
+    /// connections keep theirs).
+    pub fn install(&self, next: NextTls) {
+        self.config.store(next.0);
     }
 
     /// The TLS handshake of one connection, bounded by the handshake

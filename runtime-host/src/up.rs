@@ -1,129 +1,23 @@
 //! Start-up, top to bottom: manifest → build → engine → compile → listen →
 //! admin → preflight → serve → drain.
 
-use std::collections::BTreeMap;
 use std::os::fd::AsRawFd as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use kiosk_manifest::Manifest;
 
 use crate::admin::{self, HostMetrics, Readiness};
-use crate::app::{self, AppHandle, LoadOptions, LoadedApp};
-use crate::capabilities::build_linker;
+use crate::app::AppHandle;
 use crate::cli::{AppArgs, UpArgs};
-use crate::config::{self, ComponentSettings, HostConfig};
+use crate::config::HostConfig;
 use crate::dispatch::{Dispatcher, Intake};
-use crate::engine::{CompileCache, EngineSettings, build_engine};
 use crate::limits::{InstanceSlots, RequestLimits};
+use crate::loader::{Loader, read_manifest};
 use crate::policy::Destinations;
 use crate::reload::{self, Reloadable};
-use crate::runtime_config::RuntimeConfig;
 use crate::tls::Tls;
-use crate::variables::{self, AppVariables};
-use crate::{guest_build, handover, kv_stores, preflight, runtime_config, server, systemd};
-
-/// Reads the manifest named by `-f` (a file, or a directory with spin.toml).
-pub fn read_manifest(args: &AppArgs) -> anyhow::Result<Manifest> {
-    let path = if args.from.is_dir() {
-        args.from.join("spin.toml")
-    } else {
-        args.from.clone()
-    };
-    // The manifest's own error names file:line:column; add nothing in front.
-    kiosk_manifest::load(&path).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-fn state_dir(args: &AppArgs, manifest: &Manifest) -> PathBuf {
-    args.state_dir
-        .clone()
-        .unwrap_or_else(|| manifest.app_root.join(".spin"))
-}
-
-/// kiosk-host's settings per component: the manifest's
-/// `[component.ID.tool.kiosk-host]` tables, then the host configuration's
-/// `[component.ID]` over them. A host configuration naming a component the
-/// manifest does not have is refused (a typo would silently do nothing).
-fn component_settings(
-    manifest: &Manifest,
-    config: &HostConfig,
-    config_path: Option<&std::path::Path>,
-) -> anyhow::Result<BTreeMap<String, ComponentSettings>> {
-    let text = std::fs::read_to_string(&manifest.path)
-        .with_context(|| format!("reading {}", manifest.path.display()))?;
-    let mut settings = config::manifest_component_settings(&text, &manifest.path)?;
-    for (id, over) in &config.component {
-        if !manifest.components.contains_key(id) {
-            let at = match config_path {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path).unwrap_or_default();
-                    format!(
-                        "{}:{}",
-                        path.display(),
-                        config::line_of_component(&text, id)
-                    )
-                }
-                None => "host configuration".to_string(),
-            };
-            anyhow::bail!(
-                "{at}: [component.{id}]: {} has no component `{id}`",
-                manifest.path.display()
-            );
-        }
-        let merged = settings
-            .get(id)
-            .cloned()
-            .unwrap_or_default()
-            .overridden_by(over);
-        settings.insert(id.clone(), merged);
-    }
-    Ok(settings)
-}
-
-/// Loads and compiles the application (what `check` validates and `up`
-/// serves): runtime config, variables, key-value stores, components.
-pub async fn prepare(
-    args: &AppArgs,
-    manifest: &Manifest,
-    config: &HostConfig,
-    env_overrides: Vec<(String, String)>,
-    self_authority: Option<http::uri::Authority>,
-    destinations: Arc<Destinations>,
-) -> anyhow::Result<LoadedApp> {
-    let runtime_config = match &args.runtime_config_file {
-        Some(path) => runtime_config::load(path)?,
-        None => RuntimeConfig::default(),
-    };
-    let components = component_settings(manifest, config, args.config.as_deref())?;
-    let dotenv = variables::read_dotenv(&manifest.app_root)?;
-    let fixed = config.app_variables(|name| manifest.variables.contains_key(name));
-    let variables =
-        AppVariables::resolve(manifest, |key| std::env::var(key).ok(), &dotenv, &fixed)?;
-    let state_dir = state_dir(args, manifest);
-    let kv_stores = kv_stores::open_stores(manifest, &runtime_config, &state_dir).await?;
-    let options = LoadOptions {
-        env_overrides,
-        state_dir: state_dir.clone(),
-        kv_stores,
-        variables,
-        self_authority,
-        destinations: Some(destinations),
-        components,
-        server: config.server.clone(),
-    };
-    let manifest = manifest.clone();
-    let settings = EngineSettings::from(&config.server);
-    // Compiling is CPU-bound: keep it off the async workers.
-    tokio::task::spawn_blocking(move || {
-        let engine = build_engine(&settings)?;
-        let linker = build_linker(&engine).map_err(anyhow::Error::from)?;
-        let cache = CompileCache::new(state_dir.join("compiled"));
-        app::load(&manifest, &engine, &linker, &cache, &options)
-    })
-    .await
-    .context("load task")?
-}
+use crate::{guest_build, handover, preflight, server, systemd};
 
 /// `kiosk-host check`.
 pub async fn check(args: &AppArgs) -> anyhow::Result<()> {
@@ -133,15 +27,15 @@ pub async fn check(args: &AppArgs) -> anyhow::Result<()> {
     if let Some(tls) = &config.server.tls {
         Tls::new(tls)?;
     }
-    let app = prepare(
+    let loader = Loader::new(
         args,
-        &manifest,
         &config,
         Vec::new(),
         None,
         Destinations::new(config.outbound.clone()),
     )
     .await?;
+    let app = loader.load(&manifest, &config).await?;
     println!(
         "{}: ok ({} components, {} routes)",
         manifest.path.display(),
@@ -174,12 +68,11 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
         Some(settings) => Some(Arc::new(Tls::new(settings)?)),
         None => None,
     };
-    // From here on SIGHUP reloads (its default action would end the process).
-    tokio::spawn(reload::on_hangup(Reloadable {
-        args: args.clone(),
-        config: config.clone(),
-        tls: tls.clone(),
-    }));
+    // SIGHUP and SIGUSR2 must not end the process from here on (their
+    // default action): they are held until the app serves, then each
+    // hangup reloads and each SIGUSR2 hands over.
+    let hangups = reload::hangups()?;
+    let handovers = handover::requests()?;
     // Bind next (or take over a running process's sockets): `self`
     // requests and the loop guard need the real address (port 0 picks one).
     let (listeners, admin_listener) = listen(&config, tls.clone(), inherited.as_ref()).await?;
@@ -202,15 +95,15 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
     // and connection pools outlive any one version of the app.
     let destinations =
         Destinations::with_metrics(config.outbound.clone(), metrics.outbound.clone());
-    let loaded = prepare(
+    let loader = Loader::new(
         &args.app,
-        &manifest,
         &config,
         args.env.clone(),
         self_authority,
         destinations.clone(),
     )
     .await?;
+    let loaded = loader.load(&manifest, &config).await?;
 
     let limits = RequestLimits::from(server);
     let slots = InstanceSlots::new(
@@ -250,7 +143,17 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
         None => systemd::ready(&status_line(&listeners)),
     }
     systemd::spawn_watchdog();
-    tokio::spawn(handover::on_usr2(exe, fds));
+    tokio::spawn(reload::on_hangup(
+        hangups,
+        Reloadable {
+            args: args.clone(),
+            config: config.clone(),
+            tls: tls.clone(),
+            loader,
+            dispatcher: dispatcher.clone(),
+        },
+    ));
+    tokio::spawn(handover::on_usr2(handovers, exe, fds));
     let stop = async {
         tokio::select! {
             () = server::termination_signal() => {

@@ -277,6 +277,72 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Clients sending `GET url` until stopped, each bounded to 60 s and
+/// 20,000 requests: what a user would see of a host while it reloads or
+/// hands over.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<(u32, Vec<String>)>>,
+}
+
+impl Load {
+    /// `clients` concurrent clients sharing `http` (a client that keeps no
+    /// idle connection opens one per request).
+    pub fn start(http: &reqwest::Client, url: &str, clients: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..clients)
+            .map(|_| {
+                let (http, url, stop) = (http.clone(), url.to_string(), stop.clone());
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    let (mut ok, mut failed) = (0u32, Vec::new());
+                    for _ in 0..20_000 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed)
+                            || Instant::now() > deadline
+                        {
+                            break;
+                        }
+                        match http.get(&url).send().await {
+                            Ok(r) if r.status() == 200 => ok += 1,
+                            Ok(r) => failed.push(r.status().to_string()),
+                            Err(e) => failed.push(e.to_string()),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Load { stop, workers }
+    }
+
+    /// Stops the clients: how many requests succeeded, and what every
+    /// other one got.
+    pub async fn stop(self) -> (u32, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for worker in self.workers {
+            let (o, f) = worker.await.unwrap();
+            ok += o;
+            failed.extend(f);
+        }
+        (ok, failed)
+    }
+
+    /// Stops the clients and asserts that every request succeeded (and
+    /// some were sent); returns how many.
+    pub async fn stop_all_served(self) -> u32 {
+        let (ok, failed) = self.stop().await;
+        assert!(
+            failed.is_empty(),
+            "{} requests failed ({ok} succeeded): {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        assert!(ok > 0, "no request was sent");
+        ok
+    }
+}
+
 /// Sends raw bytes on a new connection and returns everything read back.
 pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     use std::io::Write;

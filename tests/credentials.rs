@@ -260,6 +260,47 @@ fn kiosk_host_refuses_to_start_prod_with_a_development_secret_naming_it() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_into_prod_with_development_secrets_is_refused_and_dev_keeps_serving() {
+    let dev = "environment = \"dev\"\n[server]\npreflight = \"/health\"\n";
+    let (state, host) = start(&[], Some(dev));
+    let http = client();
+    let issue = |key: &'static str| {
+        let (http, url) = (http.clone(), host.url("/api/v1/tickets"));
+        async move {
+            send(
+                &http,
+                "POST",
+                &url,
+                &[
+                    ("authorization", "Bearer dev-kiosk-key"),
+                    ("idempotency-key", key),
+                ],
+                Some(ticket_at("demo", "kiosk")),
+            )
+            .await
+        }
+    };
+    assert_eq!(issue("r-1").await.0, 201);
+
+    // The same secrets, but the configuration now says prod: the new
+    // version fails its preflight, so nothing of it is put in force.
+    let config = state.path().join("host.toml");
+    std::fs::write(&config, dev.replace("dev", "prod")).unwrap();
+    host.hangup();
+    assert!(host.wait_for_log("reload refused"), "{}", host.stderr());
+    let log = host.stderr();
+    assert!(
+        log.contains("misconfigured") && log.contains("kiosk_api_keys"),
+        "{log}"
+    );
+    assert!(!log.contains("dev-kiosk-key"), "{log}");
+    let (status, body) = issue("r-2").await;
+    assert_eq!(status, 201, "{body}");
+    let (_, health) = send(&http, "GET", &host.url("/health"), &[], None).await;
+    assert_eq!(health["version"]["environment"], "dev", "{health}");
+}
+
 // ------------------------------------------------------- counter keys
 
 #[tokio::test(flavor = "multi_thread")]

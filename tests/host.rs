@@ -615,8 +615,23 @@ async fn sighup_reloads_the_app_under_load_and_a_broken_version_changes_nothing(
         )
     };
     std::fs::write(&manifest, version("v0", &hello)).unwrap();
-    let host = Host::start(&manifest, &[]);
+    let config = dir.path().join("host.toml");
+    std::fs::write(&config, "[admin]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let host = Host::start(&manifest, &["--config", config.to_str().unwrap()]);
     let http = client();
+    // Asserts that /metrics has each of `lines`.
+    let metrics_show = |lines: &'static [&'static str]| {
+        let (http, url) = (http.clone(), host.admin_url("/metrics"));
+        async move {
+            let scraped = http.get(url).send().await.unwrap().text().await.unwrap();
+            for line in lines {
+                assert!(
+                    scraped.lines().any(|l| l == *line),
+                    "no {line} in\n{scraped}"
+                );
+            }
+        }
+    };
     let get = |path: &str| {
         let (http, url) = (http.clone(), host.url(path));
         async move { http.get(url).send().await.unwrap().text().await.unwrap() }
@@ -654,6 +669,13 @@ async fn sighup_reloads_the_app_under_load_and_a_broken_version_changes_nothing(
     )
     .await;
     assert_eq!(info["version"], "v5", "{info}");
+    metrics_show(&[
+        "kiosk_app_info{app=\"reloaded\",version=\"v5\"} 1",
+        "kiosk_reloads_total{outcome=\"ok\"} 5",
+        "kiosk_reloads_total{outcome=\"refused\"} 0",
+        "kiosk_config_last_reload_successful 1",
+    ])
+    .await;
 
     // Versions that cannot load are refused, each named in the log, and
     // the one in force keeps serving: a component that does not exist, a
@@ -676,6 +698,13 @@ async fn sighup_reloads_the_app_under_load_and_a_broken_version_changes_nothing(
     assert!(host.stderr().contains("spin.toml:2"), "{}", host.stderr());
     assert_eq!(get("/hello").await, "Hello, v5!\n");
     assert_eq!(incr().await, "3");
+    // What an alarm watches.
+    metrics_show(&[
+        "kiosk_app_info{app=\"reloaded\",version=\"v5\"} 1",
+        "kiosk_reloads_total{outcome=\"refused\"} 2",
+        "kiosk_config_last_reload_successful 0",
+    ])
+    .await;
 }
 
 #[test]

@@ -34,9 +34,14 @@ pub struct Reloadable {
 impl Reloadable {
     /// Reloads once; returns whether the new configuration is in force.
     pub async fn reload(&mut self) -> bool {
-        match self.try_reload().await {
+        let outcome = self.try_reload().await;
+        self.dispatcher.metrics().reload(outcome.is_ok());
+        match outcome {
             Ok(()) => {
                 let app = self.dispatcher.app().current();
+                self.dispatcher
+                    .metrics()
+                    .app_in_force(&app.name, app.version.as_deref());
                 tracing::info!(
                     app = %app.name,
                     version = app.version.as_deref().unwrap_or("-"),

@@ -104,6 +104,7 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
     )
     .await?;
     let loaded = loader.load(&manifest, &config).await?;
+    metrics.app_in_force(&loaded.name, loaded.version.as_deref());
 
     let limits = RequestLimits::from(server);
     let slots = InstanceSlots::new(

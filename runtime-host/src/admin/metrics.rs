@@ -68,6 +68,19 @@ pub struct OutboundLabels {
     pub outcome: &'static str,
 }
 
+/// `{app, version}`: the version of the app in force.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabels {
+    app: String,
+    version: String,
+}
+
+/// `{outcome}`: `ok` or `refused`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    outcome: &'static str,
+}
+
 /// `{version, environment}`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -120,6 +133,10 @@ pub struct HostMetrics {
     breaker_open: Family<DestinationLabels, Gauge>,
     connections_open: Gauge,
     tls_handshake_failures: Counter,
+    app: Family<AppLabels, Gauge>,
+    reloads: Family<ReloadLabels, Counter>,
+    last_reload_ok: Gauge,
+    last_reload_ok_at: Gauge<f64, AtomicU64>,
 }
 
 impl Default for HostMetrics {
@@ -142,6 +159,10 @@ impl HostMetrics {
             breaker_open: Family::default(),
             connections_open: Gauge::default(),
             tls_handshake_failures: Counter::default(),
+            app: Family::default(),
+            reloads: Family::default(),
+            last_reload_ok: Gauge::default(),
+            last_reload_ok_at: Gauge::default(),
             registry: Registry::default(),
         };
         // Counters are registered without `_total`: the encoder adds it.
@@ -196,6 +217,29 @@ impl HostMetrics {
             "TLS handshakes that failed or timed out",
             metrics.tls_handshake_failures.clone(),
         );
+        r.register(
+            "kiosk_app_info",
+            "The app in force, by name and version (always 1)",
+            metrics.app.clone(),
+        );
+        r.register(
+            "kiosk_reloads",
+            "SIGHUP reloads, by outcome",
+            metrics.reloads.clone(),
+        );
+        r.register(
+            "kiosk_config_last_reload_successful",
+            "1 unless the last reload was refused",
+            metrics.last_reload_ok.clone(),
+        );
+        r.register(
+            "kiosk_config_last_reload_success_timestamp_seconds",
+            "When the configuration in force was loaded (start or reload), since the Unix epoch",
+            metrics.last_reload_ok_at.clone(),
+        );
+        for outcome in ["ok", "refused"] {
+            let _ = metrics.reloads.get_or_create(&ReloadLabels { outcome });
+        }
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -205,17 +249,13 @@ impl HostMetrics {
             .set(1);
         r.register("kiosk_build_info", "The running build (always 1)", build);
         let started = Gauge::<f64, AtomicU64>::default();
-        started.set(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64(),
-        );
+        started.set(unix_now());
         r.register(
             "process_start_time_seconds",
             "Start time of the process since the Unix epoch, in seconds",
             started,
         );
+        metrics.last_reload(true);
         metrics
     }
 
@@ -238,6 +278,35 @@ impl HostMetrics {
         self.durations
             .get_or_create(&ComponentLabels { component })
             .observe(took.as_secs_f64());
+    }
+
+    /// Names the version of the app in force (at start, and at each reload).
+    pub fn app_in_force(&self, app: &str, version: Option<&str>) {
+        self.app.clear();
+        self.app
+            .get_or_create(&AppLabels {
+                app: app.to_string(),
+                version: version.unwrap_or("").to_string(),
+            })
+            .set(1);
+    }
+
+    /// Whether the last load (the start's, or a reload) put its
+    /// configuration in force.
+    fn last_reload(&self, ok: bool) {
+        if ok {
+            self.last_reload_ok.set(1);
+            self.last_reload_ok_at.set(unix_now());
+        } else {
+            self.last_reload_ok.set(0);
+        }
+    }
+
+    /// Counts one reload attempt and how it ended.
+    pub fn reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "refused" };
+        self.reloads.get_or_create(&ReloadLabels { outcome }).inc();
+        self.last_reload(ok);
     }
 
     /// Counts one refusal under the host's own limits.
@@ -275,6 +344,13 @@ impl HostMetrics {
         let _ = prometheus_text::encode(&mut text, &self.registry);
         text
     }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// An open connection's share of `kiosk_connections_open`.

@@ -12,6 +12,18 @@ fn basics(extra: &[&str]) -> Host {
     Host::start(&app("basics").join("spin.toml"), extra)
 }
 
+/// The body of `GET url`.
+async fn get_text(url: String) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn json(response: reqwest::Response) -> Value {
     response.json().await.unwrap()
 }
@@ -88,15 +100,7 @@ async fn guests_see_only_the_granted_environment() {
         "host env leaked: {env:?}"
     );
     // -e applies to every component.
-    let hello = client()
-        .get(host.url("/hello"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(hello, "Hello, kiosk!\n");
+    assert_eq!(get_text(host.url("/hello")).await, "Hello, kiosk!\n");
     assert_eq!(echo["args"].as_array().unwrap().len(), 0);
 }
 
@@ -621,9 +625,9 @@ async fn sighup_reloads_the_app_under_load_and_a_broken_version_changes_nothing(
     let http = client();
     // Asserts that /metrics has each of `lines`.
     let metrics_show = |lines: &'static [&'static str]| {
-        let (http, url) = (http.clone(), host.admin_url("/metrics"));
+        let url = host.admin_url("/metrics");
         async move {
-            let scraped = http.get(url).send().await.unwrap().text().await.unwrap();
+            let scraped = get_text(url).await;
             for line in lines {
                 assert!(
                     scraped.lines().any(|l| l == *line),
@@ -632,10 +636,7 @@ async fn sighup_reloads_the_app_under_load_and_a_broken_version_changes_nothing(
             }
         }
     };
-    let get = |path: &str| {
-        let (http, url) = (http.clone(), host.url(path));
-        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
-    };
+    let get = |path: &str| get_text(host.url(path));
     let incr = || {
         let (http, url) = (http.clone(), host.url("/incr/visits"));
         async move { http.post(url).send().await.unwrap().text().await.unwrap() }
@@ -729,26 +730,45 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request() {
-    // With an admin listener: it is handed over too.
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("host.toml");
-    std::fs::write(&config, "[admin]\nlisten = \"127.0.0.1:0\"\n").unwrap();
-    let mut host = basics(&["--config", config.to_str().unwrap()]);
-    let url = host.url("/hello");
-    // Two clients, a new connection per request, for the whole handover.
+/// The process that took over from `host` (its `handover: serving` line,
+/// in the same log); ended when dropped, as it is no child of the test.
+struct Successor(u32);
+
+impl Successor {
+    fn of(host: &Host) -> Successor {
+        let log = host.stderr();
+        let pid = log
+            .lines()
+            .find(|l| l.contains("handover: serving"))
+            .and_then(|l| l.split("pid=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {log}"));
+        assert_ne!(pid, host.pid());
+        Successor(pid)
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        support::signal(self.0, "TERM");
+    }
+}
+
+/// Two clients on new connections while `trigger` (or the host itself)
+/// starts a handover: the new process serves, the old one drains and exits
+/// cleanly, and no request fails. The new process, and how many requests
+/// were served.
+async fn handover_under_load(host: &mut Host, trigger: impl FnOnce(&Host)) -> (Successor, u32) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let fresh = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let load = Load::start(&fresh, &url, 2);
+    let load = Load::start(&fresh, &host.url("/hello"), 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let old = host.pid();
-    host.hand_over();
-    // The new process serves, then the old one drains and exits cleanly.
+    trigger(host);
     assert!(
         host.wait_for_log("handover: serving; the old process drains"),
         "{}",
@@ -756,27 +776,22 @@ async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request(
     );
     let exit = tokio::task::block_in_place(|| host.wait_exit());
     assert!(exit.success(), "old process: {exit}");
-    let log = host.stderr();
-    let new_pid: u32 = log
-        .lines()
-        .find(|l| l.contains("handover: serving"))
-        .and_then(|l| l.split("pid=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {log}"));
-    assert_ne!(new_pid, old);
-    // The new process is no child of this test: end it whatever happens.
-    struct Ends(u32);
-    impl Drop for Ends {
-        fn drop(&mut self) {
-            support::signal(self.0, "TERM");
-        }
-    }
-    let _ends = Ends(new_pid);
+    let new = Successor::of(host);
     // Still served, by the new process alone.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let total = load.stop_all_served().await;
+    (new, load.stop_all_served().await)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request() {
+    // With an admin listener: it is handed over too.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("host.toml");
+    std::fs::write(&config, "[admin]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let mut host = basics(&["--config", config.to_str().unwrap()]);
+    let (_new, total) = handover_under_load(&mut host, Host::hand_over).await;
     eprintln!("handover: {total} requests on new connections, none refused");
+    let url = host.url("/hello");
     assert_eq!(
         client().get(&url).send().await.unwrap().status(),
         200,
@@ -784,6 +799,36 @@ async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request(
     );
     let ready = client().get(host.admin_url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "the new process answers /ready");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recycle_after_hands_over_to_a_fresh_process_without_refusing_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("host.toml");
+    let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    std::fs::write(
+        &config,
+        format!("{admin}[recycle]\nafter = \"3s\"\ncheck_interval = \"200ms\"\n"),
+    )
+    .unwrap();
+    let mut host = basics(&["--config", config.to_str().unwrap()]);
+    // The new process reads the configuration as it is when it starts:
+    // without [recycle], it does not recycle in turn.
+    std::fs::write(&config, admin).unwrap();
+    let (_new, total) = handover_under_load(&mut host, |_| {}).await;
+    eprintln!("recycled: {total} requests on new connections, none refused");
+    assert!(
+        host.stderr().contains("recycling: served"),
+        "{}",
+        host.stderr()
+    );
+    let metrics = get_text(host.admin_url("/metrics")).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("process_resident_memory_bytes ")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

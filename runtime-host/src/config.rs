@@ -47,6 +47,8 @@ pub struct HostConfig {
     pub server: ServerSettings,
     /// The admin listener: Prometheus metrics and health checks.
     pub admin: AdminSettings,
+    /// When the host hands over to a fresh process of itself unasked.
+    pub recycle: RecycleSettings,
     /// Policies for outbound HTTP, per destination.
     pub outbound: OutboundSettings,
     /// Per-component settings, by component id (override the manifest's
@@ -343,6 +345,50 @@ pub struct AdminSettings {
 impl Default for AdminSettings {
     fn default() -> Self {
         Self { listen: None }
+    }
+}
+
+/// `[recycle]`: when the host hands over to a fresh process of itself,
+/// as SIGUSR2 asks (see `crate::recycle`), without anyone asking: after a
+/// while (periodic recycling), and when it has grown too large.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecycleSettings {
+    /// Hand over once the process has served this long (none: never).
+    #[serde(with = "humantime_serde")]
+    pub after: Option<Duration>,
+    /// A random extra wait of up to this much on top of `after`, drawn by
+    /// each process, so hosts started together do not recycle together.
+    #[serde(with = "humantime_serde")]
+    pub spread: Duration,
+    /// Hand over once the process's resident memory passes this many
+    /// bytes (none: never).
+    pub max_resident_bytes: Option<u64>,
+    /// How often age and memory are looked at.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// After asking for a handover (which may fail: the new process may not
+    /// start), how long before asking again.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for RecycleSettings {
+    fn default() -> Self {
+        Self {
+            after: None,
+            spread: Duration::ZERO,
+            max_resident_bytes: None,
+            check_interval: Duration::from_secs(10),
+            retry_after: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RecycleSettings {
+    /// Whether anything ever recycles.
+    pub fn enabled(&self) -> bool {
+        self.after.is_some() || self.max_resident_bytes.is_some()
     }
 }
 
@@ -675,6 +721,14 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<HostConfig> {
             line_of_text(text, "[variables]")
         );
     }
+    if config.recycle.check_interval.is_zero() || config.recycle.after.is_some_and(|a| a.is_zero())
+    {
+        anyhow::bail!(
+            "{}:{}: [recycle] `after` and `check_interval` must be longer than zero",
+            path.display(),
+            line_of_text(text, "[recycle]")
+        );
+    }
     let preflight = config.server.preflight.trim();
     if !preflight.is_empty() && !preflight.starts_with('/') {
         anyhow::bail!(
@@ -822,7 +876,24 @@ mod tests {
                 .listen
                 .expect("an admin listener in every environment");
             assert!(admin.ip().is_loopback(), "a private admin address in {env}");
+            if env != "dev" {
+                assert!(config.recycle.enabled(), "recycling in {env}");
+            }
         }
+    }
+
+    #[test]
+    fn recycling_with_a_zero_interval_is_refused_with_file_and_line() {
+        for text in [
+            "[admin]\n\n[recycle]\ncheck_interval = \"0s\"\n",
+            "[admin]\n\n[recycle]\nafter = \"0s\"\n",
+        ] {
+            let err = parse_at(text).unwrap_err().to_string();
+            assert!(err.starts_with("/etc/kiosk/host.toml:3:"), "{err}");
+        }
+        let config = parse_at("[recycle]\nafter = \"1d\"\nspread = \"2h\"\n").unwrap();
+        assert_eq!(config.recycle.after, Some(Duration::from_secs(86_400)));
+        assert!(parse_at("[recycle]\nafter = 5\n").is_err());
     }
 
     #[test]

@@ -115,18 +115,31 @@ pub fn requests() -> anyhow::Result<Signal> {
 }
 
 /// Starts a new process with the listeners on every SIGUSR2 (`usr2`, from
-/// [`requests`]), for the life of this one. `exe` is the executable's path
-/// as read at start.
-pub async fn on_usr2(mut usr2: Signal, exe: PathBuf, fds: Vec<RawFd>) {
+/// [`requests`]) and every reason the recycler sends (`recycling`), until
+/// this process stops serving (the caller aborts it then). `exe` is the
+/// executable's path as read at start.
+pub async fn on_request(
+    mut usr2: Signal,
+    mut recycling: tokio::sync::mpsc::Receiver<crate::recycle::Reason>,
+    exe: PathBuf,
+    fds: Vec<RawFd>,
+) {
     // One handover at a time: a second SIGUSR2 while a new process starts
     // would leave two processes each believing it is the service.
     let under_way = Arc::new(AtomicBool::new(false));
-    while usr2.recv().await.is_some() {
+    loop {
+        let why = tokio::select! {
+            signal = usr2.recv() => match signal {
+                Some(()) => "SIGUSR2 received".to_string(),
+                None => return,
+            },
+            Some(reason) = recycling.recv() => reason,
+        };
         if under_way.load(Ordering::SeqCst) {
-            tracing::warn!("SIGUSR2 received while a handover is under way: ignored");
+            tracing::warn!("{why} while a handover is under way: ignored");
             continue;
         }
-        tracing::info!(exe = %exe.display(), "SIGUSR2 received: starting a new process to hand over to");
+        tracing::info!(exe = %exe.display(), "{why}: starting a new process to hand over to");
         match spawn(&exe, &fds) {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or_default();

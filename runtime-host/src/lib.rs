@@ -19,6 +19,7 @@ pub mod loader;
 pub mod policy;
 pub mod preflight;
 pub mod rate_limit;
+pub mod recycle;
 pub mod reload;
 pub mod request_body;
 pub mod runtime_config;

@@ -99,6 +99,9 @@ impl Reloadable {
         if old.admin != new.admin {
             changed.push("admin");
         }
+        if old.recycle != new.recycle {
+            changed.push("recycle");
+        }
         if old.outbound != new.outbound {
             changed.push("outbound");
         }

@@ -17,7 +17,7 @@ use crate::loader::{Loader, read_manifest};
 use crate::policy::Destinations;
 use crate::reload::{self, Reloadable};
 use crate::tls::Tls;
-use crate::{guest_build, handover, preflight, server, systemd};
+use crate::{guest_build, handover, preflight, recycle, server, systemd};
 
 /// `kiosk-host check`.
 pub async fn check(args: &AppArgs) -> anyhow::Result<()> {
@@ -154,10 +154,24 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
             dispatcher: dispatcher.clone(),
         },
     ));
-    tokio::spawn(handover::on_usr2(handovers, exe, fds));
+    // Recycling asks for a handover as SIGUSR2 does; both end with serving.
+    let (recycle_requests, recycling) = tokio::sync::mpsc::channel(1);
+    let recycler = config
+        .recycle
+        .enabled()
+        .then(|| tokio::spawn(recycle::watch(config.recycle.clone(), recycle_requests)));
+    let handing_over = tokio::spawn(handover::on_request(handovers, recycling, exe, fds));
+    // A process on its way out hands nothing over any more.
+    let stop_handing_over = || {
+        handing_over.abort();
+        if let Some(recycler) = &recycler {
+            recycler.abort();
+        }
+    };
     let stop = async {
         tokio::select! {
             () = server::termination_signal() => {
+                stop_handing_over();
                 // Not ready from the signal on: load balancers stop
                 // sending while in-flight requests finish. With a drain
                 // delay, the listeners still accept meanwhile, so a
@@ -175,7 +189,7 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
             }
             // The new process serves these addresses now (its /ready
             // included): nothing to tell anyone.
-            () = handover::replaced() => {}
+            () = handover::replaced() => stop_handing_over(),
         }
     };
     let cut = server::serve(listeners, dispatcher, server, stop, server.drain_timeout).await;

@@ -137,6 +137,7 @@ pub struct HostMetrics {
     reloads: Family<ReloadLabels, Counter>,
     last_reload_ok: Gauge,
     last_reload_ok_at: Gauge<f64, AtomicU64>,
+    resident: Gauge,
 }
 
 impl Default for HostMetrics {
@@ -163,6 +164,7 @@ impl HostMetrics {
             reloads: Family::default(),
             last_reload_ok: Gauge::default(),
             last_reload_ok_at: Gauge::default(),
+            resident: Gauge::default(),
             registry: Registry::default(),
         };
         // Counters are registered without `_total`: the encoder adds it.
@@ -251,6 +253,11 @@ impl HostMetrics {
         let started = Gauge::<f64, AtomicU64>::default();
         started.set(unix_now());
         r.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the process, in bytes (what [recycle] max_resident_bytes watches)",
+            metrics.resident.clone(),
+        );
+        r.register(
             "process_start_time_seconds",
             "Start time of the process since the Unix epoch, in seconds",
             started,
@@ -330,6 +337,10 @@ impl HostMetrics {
     pub fn encode(&self, slots: &InstanceSlots, destinations: &Destinations) -> String {
         self.instances_in_use.set(slots.in_use() as i64);
         self.queue_depth.set(slots.waiting() as i64);
+        if let Some(resident) = crate::recycle::resident_bytes() {
+            self.resident
+                .set(i64::try_from(resident).unwrap_or(i64::MAX));
+        }
         for (key, in_flight, open) in destinations.states() {
             let labels = DestinationLabels { destination: key };
             self.outbound_in_flight

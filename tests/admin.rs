@@ -127,6 +127,11 @@ fn parse_exposition(text: &str) -> Scrape {
 }
 
 async fn scrape(http: &reqwest::Client, host: &Host) -> Scrape {
+    parse_exposition(&scrape_text(http, host).await)
+}
+
+/// `/metrics` as served, in the Prometheus text format.
+async fn scrape_text(http: &reqwest::Client, host: &Host) -> String {
     let response = http.get(host.admin_url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"].to_str().unwrap();
@@ -134,7 +139,7 @@ async fn scrape(http: &reqwest::Client, host: &Host) -> Scrape {
         content_type.starts_with("text/plain; version=0.0.4"),
         "{content_type}"
     );
-    parse_exposition(&response.text().await.unwrap())
+    response.text().await.unwrap()
 }
 
 const HELLO_2XX: &str = "kiosk_http_requests_total{component=\"hello\",status_class=\"2xx\"}";
@@ -321,22 +326,22 @@ fn upstream() -> u16 {
     port
 }
 
-#[tokio::test]
-async fn outbound_calls_are_counted_by_destination_origin() {
+/// The caps app with an admin listener and `more` host configuration,
+/// its `upstream` variable naming a loopback upstream: the host and the
+/// upstream's `host:port`.
+fn caps_with_upstream(state: &Path, more: &str) -> (Host, String) {
     guest_wasm("fetch-url");
-    let port = upstream();
-    let upstream = format!("127.0.0.1:{port}");
-    let state = tempfile::tempdir().unwrap();
-    let runtime_config = state.path().join("runtime-config.toml");
+    let upstream = format!("127.0.0.1:{}", upstream());
+    let runtime_config = state.join("runtime-config.toml");
     std::fs::write(
         &runtime_config,
         "[key_value_store.shared]\ntype = \"spin\"\npath = \"shared.db\"\n",
     )
     .unwrap();
-    let config = write_config(state.path(), ADMIN);
+    let config = write_config(state, &format!("{ADMIN}{more}"));
     let host = Host::start_with_env(
         &app("caps").join("spin.toml"),
-        state.path(),
+        state,
         &[
             "--runtime-config-file",
             runtime_config.to_str().unwrap(),
@@ -348,6 +353,13 @@ async fn outbound_calls_are_counted_by_destination_origin() {
             ("SPIN_VARIABLE_UPSTREAM", &upstream),
         ],
     );
+    (host, upstream)
+}
+
+#[tokio::test]
+async fn outbound_calls_are_counted_by_destination_origin() {
+    let state = tempfile::tempdir().unwrap();
+    let (host, upstream) = caps_with_upstream(state.path(), "");
     let http = client();
     for _ in 0..2 {
         let url = host.url(&format!("/fetch?url=http://{upstream}/some/path"));
@@ -370,6 +382,78 @@ async fn outbound_calls_are_counted_by_destination_origin() {
         Some(0.0)
     );
     assert!(metrics.samples.keys().all(|s| !s.contains("/some/path")));
+}
+
+/// Runs `promtool ARGS` in deploy/prometheus with `stdin`; its output.
+fn promtool(args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(support::repo().join("deploy/prometheus"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[tokio::test]
+async fn the_alerts_pass_promtool_and_name_only_metrics_a_host_exposes() {
+    // The rules, their unit tests (each alert fires when it should, and
+    // not on a rollout or a recycling) and the scrape configuration.
+    promtool(&["check", "rules", "kiosk-api.rules.yml"], "");
+    promtool(&["test", "rules", "kiosk-api.rules.test.yml"], "");
+    promtool(&["check", "config", "prometheus.yml"], "");
+
+    // A host that answered, refused and called out.
+    let state = tempfile::tempdir().unwrap();
+    let (host, upstream) = caps_with_upstream(state.path(), "[server]\nmax_body_bytes = 64\n");
+    let http = client();
+    let fetch = host.url(&format!("/fetch?url=http://{upstream}/"));
+    assert_eq!(http.get(&fetch).send().await.unwrap().status(), 200);
+    let refused = http.post(&fetch).body(vec![b'x'; 1024]).send().await;
+    assert_eq!(refused.unwrap().status(), 413);
+    let scraped = scrape_text(&http, &host).await;
+    assert!(
+        scraped.contains("kiosk_http_refused_total{reason=\"body_too_large\"} 1"),
+        "{scraped}"
+    );
+    // promtool's lint of the exposition (names, units, help) finds nothing.
+    let lint = promtool(&["check", "metrics"], &scraped);
+    assert!(lint.trim().is_empty(), "{lint}");
+    // Every metric an alert names is one the host exposes (a histogram's
+    // series by its family).
+    let rules =
+        std::fs::read_to_string(support::repo().join("deploy/prometheus/kiosk-api.rules.yml"))
+            .unwrap();
+    let named: BTreeSet<&str> = rules
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|w| w.starts_with("kiosk_") || w.starts_with("process_"))
+        .map(|w| w.trim_end_matches("_bucket"))
+        .collect();
+    assert!(named.len() >= 10, "{named:?}");
+    for name in named {
+        assert!(
+            scraped.contains(&format!("# TYPE {name} ")),
+            "an alert uses {name}, which the host does not expose:\n{scraped}"
+        );
+    }
 }
 
 #[tokio::test]

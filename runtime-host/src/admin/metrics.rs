@@ -138,6 +138,7 @@ pub struct HostMetrics {
     last_reload_ok: Gauge,
     last_reload_ok_at: Gauge<f64, AtomicU64>,
     resident: Gauge,
+    ready: Gauge,
 }
 
 impl Default for HostMetrics {
@@ -165,6 +166,7 @@ impl HostMetrics {
             last_reload_ok: Gauge::default(),
             last_reload_ok_at: Gauge::default(),
             resident: Gauge::default(),
+            ready: Gauge::default(),
             registry: Registry::default(),
         };
         // Counters are registered without `_total`: the encoder adds it.
@@ -183,6 +185,11 @@ impl HostMetrics {
             "kiosk_http_refused",
             "Requests and connections the host refused under its limits, by reason",
             metrics.refused.clone(),
+        );
+        r.register(
+            "kiosk_ready",
+            "1 while /ready answers 200 (0: starting or draining)",
+            metrics.ready.clone(),
         );
         r.register(
             "kiosk_instances_in_use",
@@ -334,7 +341,13 @@ impl HostMetrics {
 
     /// The whole registry in the Prometheus text format, with the gauges
     /// read from the host's current state.
-    pub fn encode(&self, slots: &InstanceSlots, destinations: &Destinations) -> String {
+    pub fn encode(
+        &self,
+        slots: &InstanceSlots,
+        destinations: &Destinations,
+        ready: bool,
+    ) -> String {
+        self.ready.set(i64::from(ready));
         self.instances_in_use.set(slots.in_use() as i64);
         self.queue_depth.set(slots.waiting() as i64);
         if let Some(resident) = crate::recycle::resident_bytes() {
@@ -382,7 +395,11 @@ mod tests {
 
     fn encode(metrics: &HostMetrics) -> String {
         let slots = InstanceSlots::new(4, 8, Duration::from_secs(1));
-        metrics.encode(&slots, &Destinations::new(OutboundSettings::default()))
+        metrics.encode(
+            &slots,
+            &Destinations::new(OutboundSettings::default()),
+            true,
+        )
     }
 
     #[test]

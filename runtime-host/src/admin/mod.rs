@@ -61,6 +61,11 @@ impl Readiness {
         self.0.store(DRAINING, Ordering::Relaxed);
     }
 
+    /// Whether `/ready` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == READY
+    }
+
     fn answer(&self) -> (StatusCode, &'static str) {
         match self.0.load(Ordering::Relaxed) {
             READY => (StatusCode::OK, "ready\n"),
@@ -142,9 +147,11 @@ fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match path {
         "/metrics" => {
-            let body = state
-                .metrics
-                .encode(state.dispatcher.slots(), &state.destinations);
+            let body = state.metrics.encode(
+                state.dispatcher.slots(),
+                &state.destinations,
+                state.readiness.is_ready(),
+            );
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

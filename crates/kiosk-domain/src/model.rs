@@ -167,8 +167,19 @@ pub struct QueueView {
     pub counters_open: Vec<String>,
 }
 
+/// Parses a request body, which is always a JSON object: serde would also
+/// read a struct from an array of its fields in order (`["demo","loan"]`,
+/// or `[]` for one whose fields are all optional), which the API does not
+/// accept.
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, DomainError> {
-    serde_json::from_slice(body).map_err(|e| DomainError::InvalidRequest(e.to_string()))
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| DomainError::InvalidRequest(e.to_string()))?;
+    if !value.is_object() {
+        return Err(DomainError::InvalidRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| DomainError::InvalidRequest(e.to_string()))
 }
 
 /// Parses a `POST /tickets` body; malformed JSON, unknown fields or bad values
@@ -334,6 +345,18 @@ mod tests {
             );
         }
         assert!(parse_call_request(br#"{"counter":"1","services":null}"#).is_err());
+        // A struct read from an array of its fields is no object.
+        for body in [&b"[]"[..], b" [\"2\"]", b"\"2\"", b"null"] {
+            let e = parse_end_request(body).unwrap_err();
+            assert_eq!(e.code(), "invalid_request");
+            assert!(
+                e.to_string().ends_with("the body must be a JSON object"),
+                "{e}"
+            );
+        }
+        assert!(parse_call_request(br#"["1"]"#).is_err());
+        assert!(parse_transfer_request(br#"["fx"]"#).is_err());
+        assert!(parse_issue_request(br#"["demo","loan","kiosk"]"#).is_err());
         assert!(
             parse_issue_request(
                 br#"{"branch":"demo","service":"loan","channel":"mobile","customer_ref":null}"#

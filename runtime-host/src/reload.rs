@@ -39,9 +39,9 @@ impl Reloadable {
         match outcome {
             Ok(()) => {
                 let app = self.dispatcher.app().current();
-                self.dispatcher
-                    .metrics()
-                    .app_in_force(&app.name, app.version.as_deref());
+                let metrics = self.dispatcher.metrics();
+                metrics.app_in_force(&app.name, app.version.as_deref());
+                metrics.environment_in_force(self.config.environment.as_deref());
                 tracing::info!(
                     app = %app.name,
                     version = app.version.as_deref().unwrap_or("-"),

@@ -139,6 +139,7 @@ pub struct HostMetrics {
     last_reload_ok_at: Gauge<f64, AtomicU64>,
     resident: Gauge,
     ready: Gauge,
+    build: Family<BuildLabels, Gauge>,
 }
 
 impl Default for HostMetrics {
@@ -167,6 +168,7 @@ impl HostMetrics {
             last_reload_ok_at: Gauge::default(),
             resident: Gauge::default(),
             ready: Gauge::default(),
+            build: Family::default(),
             registry: Registry::default(),
         };
         // Counters are registered without `_total`: the encoder adds it.
@@ -249,14 +251,11 @@ impl HostMetrics {
         for outcome in ["ok", "refused"] {
             let _ = metrics.reloads.get_or_create(&ReloadLabels { outcome });
         }
-        let build = Family::<BuildLabels, Gauge>::default();
-        build
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-                environment: environment.unwrap_or("").to_string(),
-            })
-            .set(1);
-        r.register("kiosk_build_info", "The running build (always 1)", build);
+        r.register(
+            "kiosk_build_info",
+            "The running build and the environment in force (always 1)",
+            metrics.build.clone(),
+        );
         let started = Gauge::<f64, AtomicU64>::default();
         started.set(unix_now());
         r.register(
@@ -270,7 +269,19 @@ impl HostMetrics {
             started,
         );
         metrics.last_reload(true);
+        metrics.environment_in_force(environment);
         metrics
+    }
+
+    /// Names the environment in force (at start, and at each reload).
+    pub fn environment_in_force(&self, environment: Option<&str>) {
+        self.build.clear();
+        self.build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                environment: environment.unwrap_or("").to_string(),
+            })
+            .set(1);
     }
 
     /// Counts one answered request and how long its head took.
@@ -427,6 +438,15 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert!(text.contains(&build), "{text}");
+        // A reload into another environment names it, and only it.
+        metrics.environment_in_force(Some("prod"));
+        metrics.app_in_force("kiosk-api", Some("1.2.0"));
+        metrics.app_in_force("kiosk-api", Some("1.3.0"));
+        let text = encode(&metrics);
+        assert!(!text.contains("environment=\"stag\""), "{text}");
+        assert!(text.contains("environment=\"prod\"} 1"), "{text}");
+        assert_eq!(text.matches("kiosk_app_info{").count(), 1, "{text}");
+        assert!(text.contains("kiosk_app_info{app=\"kiosk-api\",version=\"1.3.0\"} 1"));
     }
 
     #[test]

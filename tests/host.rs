@@ -706,6 +706,28 @@ async fn sighup_reloads_the_app_under_load_and_a_broken_version_changes_nothing(
         "kiosk_config_last_reload_successful 0",
     ])
     .await;
+
+    // A new version with a [server] change: the version is put in force,
+    // the host's limits only at the next start, which every reload until
+    // then says again.
+    std::fs::write(&manifest, version("v7", &hello)).unwrap();
+    std::fs::write(
+        &config,
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[server]\nmax_instances = 8\n",
+    )
+    .unwrap();
+    let pending = "[server] changed; it takes effect at the next start";
+    for n in [6, 7] {
+        host.hangup();
+        assert_eq!(wait_for_count(&host, "reloaded: ", n), n);
+        assert_eq!(
+            host.stderr().matches(pending).count(),
+            n - 5,
+            "{}",
+            host.stderr()
+        );
+    }
+    assert_eq!(get("/hello").await, "Hello, v7!\n");
 }
 
 #[test]

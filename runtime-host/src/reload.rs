@@ -62,11 +62,23 @@ impl Reloadable {
             (Some(tls), Some(settings)) => Some(tls.prepare(settings)?),
             _ => None,
         };
-        // The app as the new configuration shapes it (its `[component]`
-        // settings and `[variables]`); the host's own limits stay.
+        // What only a new process changes stays as it is in force (the
+        // certificates aside); the rest of the new configuration shapes the
+        // app (its `[component]` settings, `[variables]`, `environment`).
+        let mut server = self.config.server.clone();
+        if self.tls.is_some() && new.server.tls.is_some() {
+            server.tls = new.server.tls.clone();
+        }
+        let next = HostConfig {
+            server,
+            admin: self.config.admin.clone(),
+            recycle: self.config.recycle.clone(),
+            outbound: self.config.outbound.clone(),
+            ..new.clone()
+        };
         let manifest = read_manifest(&self.args.app)?;
-        let app = self.loader.load(&manifest, &new).await?;
-        let app = preflight::check_version(app, self.dispatcher.metrics(), &new.server).await?;
+        let app = self.loader.load(&manifest, &next).await?;
+        let app = preflight::check_version(app, self.dispatcher.metrics(), &next.server).await?;
         // Everything is loaded and checked: put it in force.
         if let (Some(in_force), Some(next)) = (&self.tls, tls) {
             in_force.install(next);
@@ -80,7 +92,7 @@ impl Reloadable {
                 "reload: [{section}] changed; it takes effect at the next start (or handover)"
             );
         }
-        self.config = new;
+        self.config = next;
         Ok(())
     }
 

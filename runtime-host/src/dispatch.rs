@@ -15,8 +15,10 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use crate::admin::HostMetrics;
 use crate::app::{AppHandle, LoadedApp};
 use crate::capabilities::HostState;
+use crate::config::ServerSettings;
 use crate::error::HostError;
-pub use crate::intake::{Connection, Intake};
+pub use crate::intake::Connection;
+use crate::intake::Intake;
 use crate::limits::{DeadlineReached, InstanceSlots, RequestLimits, install_deadline};
 use crate::spin_headers::{self, RequestContext};
 
@@ -42,19 +44,18 @@ enum GuestOutcome {
 }
 
 impl Dispatcher {
-    /// A dispatcher over `app` with these limits and slots, counting into `metrics`.
-    pub fn new(
-        app: Arc<AppHandle>,
-        slots: InstanceSlots,
-        limits: RequestLimits,
-        intake: Intake,
-        metrics: Arc<HostMetrics>,
-    ) -> Self {
+    /// A dispatcher over `app` with the limits and instance slots of
+    /// `server`, counting into `metrics`.
+    pub fn new(app: Arc<AppHandle>, server: &ServerSettings, metrics: Arc<HostMetrics>) -> Self {
         Self {
             app,
-            slots,
-            limits,
-            intake,
+            slots: InstanceSlots::new(
+                server.max_instances as usize,
+                server.queue_depth,
+                server.queue_timeout,
+            ),
+            limits: RequestLimits::from(server),
+            intake: Intake::new(server),
             metrics,
         }
     }

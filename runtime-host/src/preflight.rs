@@ -29,8 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::admin::HostMetrics;
 use crate::app::{AppHandle, LoadedApp};
 use crate::config::ServerSettings;
-use crate::dispatch::{Connection, Dispatcher, Intake};
-use crate::limits::{InstanceSlots, RequestLimits};
+use crate::dispatch::{Connection, Dispatcher};
 
 /// The `error.code` with which an app says it must not serve.
 pub const MISCONFIGURED: &str = "misconfigured";
@@ -85,16 +84,8 @@ pub async fn check_version(
     server: &ServerSettings,
 ) -> anyhow::Result<Arc<LoadedApp>> {
     let handle = Arc::new(AppHandle::new(app));
-    if !server.preflight.trim().is_empty() {
-        let dispatcher = Arc::new(Dispatcher::new(
-            handle.clone(),
-            InstanceSlots::new(1, 1, server.queue_timeout),
-            RequestLimits::from(server),
-            Intake::new(server),
-            metrics.clone(),
-        ));
-        run(&dispatcher, server).await?;
-    }
+    let dispatcher = Dispatcher::new(handle.clone(), server, metrics.clone());
+    run(&Arc::new(dispatcher), server).await?;
     Ok(handle.current())
 }
 

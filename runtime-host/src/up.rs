@@ -11,8 +11,7 @@ use crate::admin::{self, HostMetrics, Readiness};
 use crate::app::AppHandle;
 use crate::cli::{AppArgs, UpArgs};
 use crate::config::HostConfig;
-use crate::dispatch::{Dispatcher, Intake};
-use crate::limits::{InstanceSlots, RequestLimits};
+use crate::dispatch::Dispatcher;
 use crate::loader::{Loader, read_manifest};
 use crate::policy::Destinations;
 use crate::reload::{self, Reloadable};
@@ -106,17 +105,9 @@ pub async fn up(args: UpArgs, inherited: Option<handover::Inherited>) -> anyhow:
     let loaded = loader.load(&manifest, &config).await?;
     metrics.app_in_force(&loaded.name, loaded.version.as_deref());
 
-    let limits = RequestLimits::from(server);
-    let slots = InstanceSlots::new(
-        server.max_instances as usize,
-        server.queue_depth,
-        server.queue_timeout,
-    );
     let dispatcher = Arc::new(Dispatcher::new(
         Arc::new(AppHandle::new(loaded)),
-        slots,
-        limits,
-        Intake::new(server),
+        server,
         metrics.clone(),
     ));
     // The admin listener answers (`/ready`: 503 starting) from before the

@@ -12,6 +12,11 @@ fn basics(extra: &[&str]) -> Host {
     Host::start(&app("basics").join("spin.toml"), extra)
 }
 
+/// The status of `GET url`.
+async fn get_status(url: String) -> u16 {
+    client().get(url).send().await.unwrap().status().as_u16()
+}
+
 /// The body of `GET url`.
 async fn get_text(url: String) -> String {
     client()
@@ -563,15 +568,7 @@ async fn a_service_manager_is_told_ready_reloading_and_stopping_and_fed_its_watc
         ready.starts_with("READY=1\nSTATUS=serving on http://127.0.0.1:"),
         "{ready}"
     );
-    assert_eq!(
-        client()
-            .get(host.url("/hello"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(host.url("/hello")).await, 200);
     // Fed at half the interval: several pings within a few seconds.
     let pings = (0..3).filter(|_| next() == "WATCHDOG=1").count();
     assert!(pings >= 2, "{pings} pings");
@@ -813,14 +810,10 @@ async fn sigusr2_hands_the_listener_to_a_new_process_without_refusing_a_request(
     let mut host = basics(&["--config", config.to_str().unwrap()]);
     let (_new, total) = handover_under_load(&mut host, Host::hand_over).await;
     eprintln!("handover: {total} requests on new connections, none refused");
-    let url = host.url("/hello");
-    assert_eq!(
-        client().get(&url).send().await.unwrap().status(),
-        200,
-        "served after the old process exited"
-    );
-    let ready = client().get(host.admin_url("/ready")).send().await.unwrap();
-    assert_eq!(ready.status(), 200, "the new process answers /ready");
+    let served = get_status(host.url("/hello")).await;
+    assert_eq!(served, 200, "served after the old process exited");
+    let ready = get_status(host.admin_url("/ready")).await;
+    assert_eq!(ready, 200, "the new process answers /ready");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -873,13 +866,5 @@ async fn a_handover_to_a_process_that_cannot_start_leaves_the_old_one_serving() 
         host.stderr()
     );
     assert!(host.stderr().contains("no_such_key"), "{}", host.stderr());
-    assert_eq!(
-        client()
-            .get(host.url("/hello"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(host.url("/hello")).await, 200);
 }
